@@ -1,0 +1,58 @@
+# Parley: `make run` starts the whole stack, `make test` runs every test.
+# Both install whatever is missing first (idempotent; caches make re-runs fast).
+
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.parley-installed
+
+.PHONY: install run test test-fast lint fmt lock bench clean system-deps
+
+install: system-deps $(STAMP) $(BIN)/livekit-server
+
+$(BIN)/python:
+	@echo "==> creating $(VENV) with $$($(PY) --version)"
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# llama-cpp-python builds from source once (~5 min on 2 cores) for a portable CPU
+# baseline; the wheel is kept in ~/.cache/parley/wheels for every later install.
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt scripts/build-llama-wheel.sh
+	@echo "==> installing Python dependencies (pinned by constraints.txt)"
+	$(BIN)/pip install --progress-bar off -c constraints.txt \
+		--find-links "$$(bash scripts/build-llama-wheel.sh $(BIN)/pip)" -e '.[dev]'
+	@touch $(STAMP)
+
+$(BIN)/livekit-server: scripts/install-livekit-server.sh | $(BIN)/python
+	bash scripts/install-livekit-server.sh $(BIN)/livekit-server
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+run: install
+	bash scripts/run.sh
+
+test: install
+	$(BIN)/ruff check agent tokens tests
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -ra -m "not e2e" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+lint: install
+	$(BIN)/ruff check agent tokens tests
+
+fmt: install
+	$(BIN)/ruff format agent tokens tests
+	$(BIN)/ruff check --fix agent tokens tests
+
+# Re-pin every transitive dependency from the current environment.
+lock: $(BIN)/python
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache reports test-output

@@ -1,0 +1,1 @@
+"""Parley voice agent worker (livekit-agents) and its simulated caller."""

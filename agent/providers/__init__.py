@@ -1,0 +1,70 @@
+"""Build the session's models from `Settings`: one file per provider beside this one.
+
+`LocalModels.load` runs once per job process (the worker's prewarm hook), so a
+call never waits for a model to load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from livekit.agents import inference, llm, stt, tts, vad
+
+from .. import models
+from ..settings import Settings
+from .llama_llm import LlamaLLM, LlamaOptions
+from .piper_tts import PiperOptions, PiperTTS
+from .whisper_stt import WhisperOptions, WhisperSTT
+
+logger = logging.getLogger("parley.providers")
+
+
+def build_vad(settings: Settings) -> vad.VAD:
+    return inference.VAD(min_silence_duration=settings.vad_min_silence)
+
+
+def build_turn_detector() -> inference.TurnDetector:
+    # Pinned: left alone, dev mode would pick the cloud "v1" detector.
+    return inference.TurnDetector(version="v1-mini")
+
+
+def local_stt(settings: Settings) -> WhisperSTT:
+    path = models.whisper_model(settings.stt_model, settings.model_dir)
+    return WhisperSTT(WhisperOptions(model_path=path, language=settings.stt_language))
+
+
+def local_llm(settings: Settings) -> LlamaLLM:
+    path = Path(settings.llm_model) if settings.llm == "local" and settings.llm_model else models.smollm2_gguf()
+    return LlamaLLM(
+        LlamaOptions(model_path=path, n_threads=settings.llm_threads, max_tokens=settings.llm_max_tokens)
+    )
+
+
+def local_tts(settings: Settings) -> PiperTTS:
+    path = Path(settings.tts_voice) if settings.tts == "local" and settings.tts_voice else models.piper_joe()
+    return PiperTTS(PiperOptions(model_path=path))
+
+
+@dataclass
+class LocalModels:
+    """Everything a job process loads once and reuses for every call it serves."""
+
+    vad: vad.VAD
+    stt: stt.STT
+    llm: llm.LLM
+    tts: tts.TTS
+
+    @classmethod
+    def load(cls, settings: Settings) -> LocalModels:
+        t0 = time.perf_counter()
+        loaded = cls(
+            vad=build_vad(settings),
+            stt=local_stt(settings),
+            llm=local_llm(settings),
+            tts=local_tts(settings),
+        )
+        logger.info("local models ready in %.2fs", time.perf_counter() - t0)
+        return loaded

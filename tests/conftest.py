@@ -1,0 +1,91 @@
+"""Shared fixtures: real livekit-server and worker processes on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent.devstack import BIN, ROOT, LiveKitServer, Worker
+
+FIXTURES = Path(os.environ.get("PARLEY_FIXTURES", ROOT.parent / "shared" / "fixtures" / "audio"))
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    if not (FIXTURES / "manifest.json").exists():
+        pytest.fail(f"audio fixtures not found at {FIXTURES} (set PARLEY_FIXTURES)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def manifest(fixtures: Path) -> dict[str, dict]:
+    return {m["file"]: m for m in json.loads((fixtures / "manifest.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def out_dir() -> Path:
+    """Logs, reports and screenshots of this test run (kept for inspection)."""
+    d = ROOT / "test-output"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def livekit_server(out_dir: Path):
+    server = LiveKitServer.create().start(out_dir / "logs")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def report_dir(out_dir: Path) -> Path:
+    d = out_dir / "reports"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
+def worker(livekit_server: LiveKitServer, out_dir: Path, report_dir: Path):
+    w = Worker(env={**livekit_server.env(), "PARLEY_REPORT_DIR": str(report_dir),
+                    "PARLEY_IDLE_PROCESSES": "1"})
+    w.start(out_dir / "logs")
+    yield w
+    w.stop()
+
+
+@dataclass
+class CallResult:
+    rc: int
+    events: list[dict]
+    stderr: str
+
+    @property
+    def greeting(self) -> dict:
+        return next(e for e in self.events if e["event"] == "greeting")
+
+    @property
+    def turns(self) -> list[dict]:
+        return [e for e in self.events if e["event"] == "turn"]
+
+
+def run_call(server: LiveKitServer, *args: str, timeout: float = 240.0) -> CallResult:
+    cmd = [str(BIN / "parley-call"), "--url", server.url, "--api-key", server.api_key,
+           "--api-secret", server.api_secret, "--json", *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    sys.stderr.write(p.stdout)
+    return CallResult(p.returncode, events, p.stderr)
+
+
+@pytest.fixture
+def call(livekit_server: LiveKitServer, worker: Worker):
+    def _call(*args: str, timeout: float = 240.0) -> CallResult:
+        return run_call(livekit_server, *args, timeout=timeout)
+
+    return _call
