@@ -8,6 +8,7 @@ Values come from the environment, then from `.env` in the working directory
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,8 @@ DEFAULT_INSTRUCTIONS = (
     "No lists, no markdown, no emojis. "
     "If the user tells you their name, use it when they ask for it."
 )
+# Room names a browser may ask for: short, URL- and log-safe.
+DEFAULT_TOKEN_ROOM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 DEFAULT_GREETING = "Hello, this is Parley. How can I help you today?"
 
 
@@ -83,6 +86,19 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
 
 
+def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in env.get(name, "").split(",") if v.strip())
+
+
+def _regex(env: dict[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise SettingsError(f"{name}={value!r} is not a valid regular expression: {e}") from None
+    return value
+
+
 SECRET_FIELDS = frozenset(
     {"livekit_api_secret", "openai_api_key", "deepgram_api_key", "token_api_key"}
 )
@@ -137,6 +153,13 @@ class Settings:
     # Token service
     token_api_key: str = ""
     token_ttl_s: int = 900
+    livekit_public_url: str = ""  # the LiveKit URL browsers use (default: livekit_url)
+    token_cors_origins: tuple[str, ...] = ()
+    token_rate_limit: int = 30  # token requests per minute per client address; 0 = off
+    token_room_pattern: str = DEFAULT_TOKEN_ROOM_PATTERN  # rooms a client may ask to join
+    token_agents: tuple[str, ...] = ()  # agent names a client may dispatch (default: agent_name)
+    token_trusted_proxies: str = ""  # proxy IPs whose X-Forwarded-For is believed ("*" = any)
+    token_static_dir: str = ""  # built frontend served at / (default: frontend/dist)
 
     @classmethod
     def load(cls) -> Settings:
@@ -181,6 +204,13 @@ class Settings:
             log_level=(env.get("PARLEY_LOG_LEVEL", "").strip() or d.log_level).upper(),
             token_api_key=env.get("PARLEY_TOKEN_API_KEY", "").strip(),
             token_ttl_s=_int(env, "PARLEY_TOKEN_TTL", d.token_ttl_s, min_value=60),
+            livekit_public_url=env.get("PARLEY_LIVEKIT_PUBLIC_URL", "").strip(),
+            token_cors_origins=_list(env, "PARLEY_TOKEN_CORS_ORIGINS"),
+            token_rate_limit=_int(env, "PARLEY_TOKEN_RATE_LIMIT", d.token_rate_limit),
+            token_room_pattern=_regex(env, "PARLEY_TOKEN_ROOM_PATTERN", d.token_room_pattern),
+            token_agents=_list(env, "PARLEY_TOKEN_AGENTS"),
+            token_trusted_proxies=env.get("PARLEY_TOKEN_TRUSTED_PROXIES", "").strip(),
+            token_static_dir=env.get("PARLEY_TOKEN_STATIC_DIR", "").strip(),
         )
 
     def masked(self) -> dict[str, str]:

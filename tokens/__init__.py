@@ -1,0 +1,1 @@
+"""Parley token service: short-lived LiveKit room tokens that dispatch the agent."""
