@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-# Below this RMS (int16 units, about -40 dBFS) a 10 ms window counts as silence.
-SILENCE_RMS = 330.0
+# Below this RMS (int16 units, about -50 dBFS) a 10 ms window counts as silence.
+SILENCE_RMS = 100.0
 
 
 class AudioFileError(ValueError):

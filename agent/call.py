@@ -161,8 +161,9 @@ async def _watch_agent_audio(track: rtc.Track, state: CallState) -> None:
             state.poke()
 
 
-async def _wait(state: CallState, pred: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.perf_counter() + timeout
+async def _wait(state: CallState, pred: Callable[[], bool], limit: float) -> bool:
+    """Wait until pred() holds (re-checked on every state change); False after `limit` s."""
+    deadline = time.perf_counter() + limit
     while not pred():
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
@@ -170,7 +171,7 @@ async def _wait(state: CallState, pred: Callable[[], bool], timeout: float) -> b
         state.changed.clear()
         try:
             await asyncio.wait_for(state.changed.wait(), timeout=min(remaining, 0.1))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     return True
 
@@ -222,7 +223,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
             if e.status in (401, 403):
                 raise CallError(f"LiveKit rejected the API key/secret ({e.message})") from None
             raise CallError(f"LiveKit API error {e.status}: {e.message}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CallError(f"LiveKit server at {opts.url} did not answer within {opts.timeout:.0f}s") from None
         except Exception as e:  # aiohttp connection errors and friends
             raise CallError(f"cannot reach LiveKit server at {opts.url}: {e.__class__.__name__}: {e}") from None
@@ -272,7 +273,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
         joined_at = time.perf_counter()
         try:
             await asyncio.wait_for(room.connect(opts.url, token), timeout=opts.timeout)
-        except (asyncio.TimeoutError, rtc.ConnectError) as e:
+        except (TimeoutError, rtc.ConnectError) as e:
             raise CallError(f"cannot join room {opts.room} at {opts.url}: {e or 'timed out'}") from None
         for p in room.remote_participants.values():
             on_participant(p)
@@ -285,7 +286,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
 
         try:
             await asyncio.wait_for(state.agent_joined.wait(), timeout=opts.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CallError(
                 f"agent '{opts.agent}' was not dispatched within {opts.timeout:.0f}s "
                 "(is a worker running with that agent name?)"

@@ -96,7 +96,6 @@ class LiveKitServer:
             f"  udp_port: {self.rtc_udp_port}\n"
             "  use_external_ip: false\n"
             "  node_ip: 127.0.0.1\n"
-            "  interfaces:\n    includes: [lo]\n"
             f"keys:\n  {self.api_key}: {self.api_secret}\n"
             "logging:\n  level: info\n" + self.extra_config
         )

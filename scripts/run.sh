@@ -24,7 +24,7 @@ if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
 else
   echo "==> starting livekit-server --dev on 127.0.0.1:$port (log: logs/livekit-server.log)"
   "$BIN/livekit-server" --dev --bind 127.0.0.1 --config-body "port: $port
-rtc: {tcp_port: 7881, udp_port: 7882, use_external_ip: false, node_ip: 127.0.0.1, interfaces: {includes: [lo]}}
+rtc: {tcp_port: 7881, udp_port: 7882, use_external_ip: false, node_ip: 127.0.0.1}
 keys: {$LIVEKIT_API_KEY: $LIVEKIT_API_SECRET}" > logs/livekit-server.log 2>&1 &
   pids+=($!)
   for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done

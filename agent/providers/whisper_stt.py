@@ -18,6 +18,8 @@ from livekit import rtc
 from livekit.agents import stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
+from ..audio import resample
+
 logger = logging.getLogger("parley.stt")
 
 SAMPLE_RATE = 16000
@@ -107,10 +109,4 @@ def to_whisper_input(buffer: utils.AudioBuffer) -> np.ndarray:
     pcm = np.frombuffer(frame.data, dtype=np.int16)
     if frame.num_channels > 1:
         pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
-    if frame.sample_rate != SAMPLE_RATE and len(pcm):
-        resampler = rtc.AudioResampler(frame.sample_rate, SAMPLE_RATE, num_channels=1)
-        out = resampler.push(
-            rtc.AudioFrame(pcm.tobytes(), frame.sample_rate, 1, len(pcm))
-        ) + resampler.flush()
-        pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in out]) if out else pcm[:0]
-    return pcm.astype(np.float32) / 32768.0
+    return resample(pcm, frame.sample_rate, SAMPLE_RATE).astype(np.float32) / 32768.0

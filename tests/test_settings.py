@@ -1,0 +1,65 @@
+"""Configuration: typed, validated, one-line errors naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from agent.devstack import BIN, ROOT
+from agent.settings import Settings, SettingsError
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for k in list(__import__("os").environ):
+        if k.startswith(("PARLEY_", "LIVEKIT_", "OPENAI_", "DEEPGRAM_")):
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+def test_defaults_are_offline(clean_env):
+    s = Settings.load()
+    assert (s.stt, s.llm, s.tts, s.pipeline) == ("local", "local", "local", "cascade")
+    assert s.agent_name == "parley" and s.livekit_url.startswith("ws://127.0.0.1")
+    assert s.fallback is False
+
+
+def test_dotenv_is_read_and_env_wins(clean_env, tmp_path):
+    (tmp_path / ".env").write_text("PARLEY_AGENT_NAME=from-dotenv\nPARLEY_DRAIN_TIMEOUT=42\n")
+    clean_env.setenv("PARLEY_DRAIN_TIMEOUT", "7")
+    s = Settings.load()
+    assert s.agent_name == "from-dotenv" and s.drain_timeout == 7
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("PARLEY_STT", "whisperx"), ("PARLEY_DRAIN_TIMEOUT", "soon"), ("PARLEY_FALLBACK", "maybe"),
+     ("PARLEY_VAD_MIN_SILENCE", "-1"), ("PARLEY_PIPELINE", "duplex")],
+)
+def test_invalid_values_name_the_variable(clean_env, var, value):
+    clean_env.setenv(var, value)
+    with pytest.raises(SettingsError, match=var):
+        Settings.load()
+
+
+def test_cloud_selection_turns_fallback_on(clean_env):
+    clean_env.setenv("PARLEY_LLM", "openai")
+    assert Settings.load().fallback is True
+    clean_env.setenv("PARLEY_FALLBACK", "0")
+    assert Settings.load().fallback is False
+
+
+def test_masked_hides_secrets(clean_env):
+    clean_env.setenv("LIVEKIT_API_SECRET", "supersecretvalue1234")
+    masked = Settings.load().masked()
+    assert "supersecretvalue1234" not in str(masked)
+    assert masked["livekit_api_key"] == "devkey"
+
+
+def test_worker_refuses_bad_config_with_one_line():
+    p = subprocess.run([str(BIN / "python"), "-m", "agent", "start"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PARLEY_STT": "nope"})
+    assert p.returncode != 0
+    assert "PARLEY_STT" in p.stderr and "Traceback" not in p.stderr, p.stderr
