@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: install run test test-fast lint fmt lock bench clean system-deps
+.PHONY: install run test test-fast lint fmt lock bench clean system-deps frontend
 
-install: system-deps $(STAMP) $(BIN)/livekit-server
+install: system-deps $(STAMP) $(BIN)/livekit-server frontend
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $$($(PY) --version)"
@@ -29,6 +29,14 @@ $(BIN)/livekit-server: scripts/install-livekit-server.sh | $(BIN)/python
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+# Web frontend (served by parley-tokens): npm ci + vite build, only when dist/ is
+# missing or older than its sources or the lockfile.
+FRONTEND_SRC := $(wildcard frontend/src/*) frontend/index.html frontend/package.json \
+	frontend/package-lock.json frontend/tsconfig.json frontend/vite.config.ts
+frontend: frontend/dist/index.html
+frontend/dist/index.html: $(FRONTEND_SRC) scripts/build-frontend.sh | system-deps
+	bash scripts/build-frontend.sh
 
 run: install
 	bash scripts/run.sh
@@ -55,4 +63,4 @@ lock: $(BIN)/python
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache reports test-output
+	rm -rf $(VENV) .pytest_cache reports test-output frontend/dist frontend/node_modules

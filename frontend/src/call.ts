@@ -1,0 +1,269 @@
+/** One call to the agent: microphone, token, LiveKit room, agent, transcripts, chat. */
+
+import {
+  ConnectionState,
+  DisconnectReason,
+  LocalAudioTrack,
+  MediaDeviceFailure,
+  ParticipantKind,
+  Room,
+  RoomEvent,
+  Track,
+  createLocalAudioTrack,
+  type Participant,
+  type RemoteParticipant,
+  type RemoteTrack,
+  type TextStreamReader,
+} from 'livekit-client';
+
+import { CallError, reason } from './errors';
+import { fetchToken } from './token';
+
+// Topics and attributes of LiveKit Agents (livekit-agents room I/O).
+const TOPIC_TRANSCRIPTION = 'lk.transcription';
+const TOPIC_CHAT = 'lk.chat';
+const ATTR_AGENT_STATE = 'lk.agent.state';
+const ATTR_SEGMENT_ID = 'lk.segment_id';
+const ATTR_FINAL = 'lk.transcription_final';
+const ATTR_TRACK_ID = 'lk.transcribed_track_id';
+
+export type Role = 'agent' | 'user';
+
+export interface CallHooks {
+  status(text: string): void;
+  agentState(state: string): void;
+  transcript(id: string, role: Role, text: string, final: boolean): void;
+  audioBlocked(blocked: boolean): void;
+  /** The call is over: `error` is null when the person ended it. */
+  ended(error: CallError | null): void;
+}
+
+export interface CallOptions {
+  tokenUrl: string;
+  apiKey?: string;
+  tokenTimeoutMs: number;
+  connectTimeoutMs: number;
+  agentTimeoutMs: number;
+}
+
+export class Call {
+  private readonly room = new Room({ adaptiveStream: false, dynacast: false });
+  private mic?: LocalAudioTrack;
+  private agent?: RemoteParticipant;
+  private agentArrived?: () => void;
+  private finished = false;
+  private readonly audioElements: HTMLMediaElement[] = [];
+
+  constructor(
+    private readonly opts: CallOptions,
+    private readonly hooks: CallHooks,
+  ) {}
+
+  /** Resolves once the agent is in the room; throws CallError (after cleaning up) otherwise. */
+  async start(): Promise<void> {
+    try {
+      await this.openMicrophone();
+      this.hooks.status('Getting a room token…');
+      const grant = await fetchToken({ url: this.opts.tokenUrl, apiKey: this.opts.apiKey, timeoutMs: this.opts.tokenTimeoutMs });
+      this.wire();
+      this.hooks.status('Connecting to LiveKit…');
+      await this.connect(grant.server_url, grant.token);
+      await this.room.localParticipant.publishTrack(this.mic!, { source: Track.Source.Microphone });
+      this.hooks.status('Waiting for the agent to join…');
+      await this.waitForAgent();
+      this.hooks.status('Connected. Say hello, or type a message.');
+    } catch (err) {
+      await this.cleanup();
+      throw err;
+    }
+  }
+
+  /** The person hangs up. */
+  async end(): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    await this.cleanup();
+    this.hooks.ended(null);
+  }
+
+  async setMuted(muted: boolean): Promise<void> {
+    if (!this.mic) return;
+    if (muted) await this.mic.mute();
+    else await this.mic.unmute();
+  }
+
+  async sendChat(text: string): Promise<void> {
+    await this.room.localParticipant.sendText(text, { topic: TOPIC_CHAT });
+  }
+
+  async enableAudio(): Promise<void> {
+    await this.room.startAudio();
+  }
+
+  private async openMicrophone(): Promise<void> {
+    this.hooks.status('Asking for the microphone…');
+    try {
+      this.mic = await createLocalAudioTrack({ echoCancellation: true, noiseSuppression: true, autoGainControl: true });
+    } catch (err) {
+      const failure = MediaDeviceFailure.getFailure(err);
+      if (failure === MediaDeviceFailure.PermissionDenied) {
+        throw new CallError(
+          'mic-denied',
+          'Microphone access was denied.',
+          'Parley needs your microphone to hear you. Allow it for this site (the icon in the address bar), then press “Start call” again.',
+        );
+      }
+      if (failure === MediaDeviceFailure.NotFound) {
+        throw new CallError('mic-missing', 'No microphone was found.', 'Connect a microphone, then press “Start call” again.');
+      }
+      if (failure === MediaDeviceFailure.DeviceInUse) {
+        throw new CallError('mic-missing', 'The microphone is busy.', 'Close other apps using it, then press “Start call” again.');
+      }
+      throw new CallError('mic-missing', 'The microphone could not be opened.', `${reason(err) || 'Unknown error'}. Try again.`);
+    }
+  }
+
+  private async connect(url: string, token: string): Promise<void> {
+    const timeoutMs = this.opts.connectTimeoutMs;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no connection within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.room.connect(url, token), timeout]);
+    } catch (err) {
+      throw new CallError(
+        'livekit-unreachable',
+        'Could not connect to the call server.',
+        `LiveKit at ${url} did not accept the connection (${reason(err) || 'network error'}). Check that the LiveKit server is running and reachable, then try again.`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private waitForAgent(): Promise<void> {
+    const present = [...this.room.remoteParticipants.values()].find((p) => p.kind === ParticipantKind.AGENT);
+    if (present) {
+      this.onAgent(present);
+      return Promise.resolve();
+    }
+    const seconds = Math.round(this.opts.agentTimeoutMs / 1000);
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.agentArrived = undefined;
+        reject(
+          new CallError(
+            'agent-timeout',
+            'The agent did not join.',
+            `No agent answered within ${seconds} s; the Parley worker may be stopped or busy. Try again in a moment.`,
+          ),
+        );
+      }, this.opts.agentTimeoutMs);
+      this.agentArrived = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  private onAgent(p: RemoteParticipant): void {
+    if (this.agent) return;
+    this.agent = p;
+    this.hooks.agentState(p.attributes[ATTR_AGENT_STATE] ?? 'initializing');
+    this.agentArrived?.();
+    this.agentArrived = undefined;
+  }
+
+  private wire(): void {
+    const room = this.room;
+    room
+      .on(RoomEvent.ParticipantConnected, (p: RemoteParticipant) => {
+        if (p.kind === ParticipantKind.AGENT) this.onAgent(p);
+      })
+      .on(RoomEvent.ParticipantAttributesChanged, (changed: Record<string, string>, p: Participant) => {
+        if (p === this.agent && ATTR_AGENT_STATE in changed) this.hooks.agentState(changed[ATTR_AGENT_STATE]);
+      })
+      .on(RoomEvent.ParticipantDisconnected, (p: RemoteParticipant) => {
+        if (p === this.agent && !this.finished) {
+          this.fail(new CallError('disconnected', 'The agent left the call.', 'Press “Start call” to talk again.'));
+        }
+      })
+      .on(RoomEvent.TrackSubscribed, (track: RemoteTrack) => {
+        if (track.kind !== Track.Kind.Audio) return;
+        const el = track.attach();
+        el.hidden = true;
+        document.body.appendChild(el);
+        this.audioElements.push(el);
+      })
+      .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack) => {
+        track.detach().forEach((el) => el.remove());
+      })
+      .on(RoomEvent.AudioPlaybackStatusChanged, () => this.hooks.audioBlocked(!room.canPlaybackAudio))
+      .on(RoomEvent.Reconnecting, () => this.hooks.status('Connection lost, reconnecting…'))
+      .on(RoomEvent.Reconnected, () => this.hooks.status('Reconnected.'))
+      .on(RoomEvent.Disconnected, (why?: DisconnectReason) => {
+        if (this.finished || why === DisconnectReason.CLIENT_INITIATED) return;
+        this.fail(new CallError('disconnected', 'The call was disconnected.', `${describeDisconnect(why)} Press “Start call” to try again.`));
+      });
+    room.registerTextStreamHandler(TOPIC_TRANSCRIPTION, (reader, from) => {
+      void this.readTranscript(reader, from.identity).catch((err) => console.warn('transcript stream failed', err));
+    });
+  }
+
+  private async readTranscript(reader: TextStreamReader, sender: string): Promise<void> {
+    const attrs = reader.info.attributes ?? {};
+    const id = attrs[ATTR_SEGMENT_ID] ?? reader.info.id;
+    const trackId = attrs[ATTR_TRACK_ID];
+    const mine =
+      sender === this.room.localParticipant.identity ||
+      (trackId !== undefined && trackId === this.mic?.sid);
+    const role: Role = mine ? 'user' : 'agent';
+    // Agent segments grow chunk by chunk in one stream; user segments arrive as whole
+    // texts, one stream per update, the last one marked final.
+    let text = '';
+    for await (const chunk of reader) {
+      text += chunk;
+      this.hooks.transcript(id, role, text, false);
+    }
+    // Read the attributes again: the closing trailer of a stream may add the final flag.
+    const final = role === 'agent' || (reader.info.attributes ?? attrs)[ATTR_FINAL] === 'true';
+    this.hooks.transcript(id, role, text, final);
+  }
+
+  private fail(err: CallError): void {
+    if (this.finished) return;
+    this.finished = true;
+    void this.cleanup().finally(() => this.hooks.ended(err));
+  }
+
+  private async cleanup(): Promise<void> {
+    this.agentArrived = undefined;
+    this.room.unregisterTextStreamHandler(TOPIC_TRANSCRIPTION);
+    try {
+      if (this.room.state !== ConnectionState.Disconnected) await this.room.disconnect();
+    } catch (err) {
+      console.warn('disconnect failed', err);
+    }
+    this.mic?.stop();
+    this.audioElements.forEach((el) => el.remove());
+    this.audioElements.length = 0;
+  }
+}
+
+function describeDisconnect(why?: DisconnectReason): string {
+  switch (why) {
+    case DisconnectReason.DUPLICATE_IDENTITY:
+      return 'The same identity joined from somewhere else.';
+    case DisconnectReason.SERVER_SHUTDOWN:
+      return 'The call server shut down.';
+    case DisconnectReason.PARTICIPANT_REMOVED:
+      return 'You were removed from the call.';
+    case DisconnectReason.ROOM_DELETED:
+      return 'The call was closed by the server.';
+    case DisconnectReason.JOIN_FAILURE:
+      return 'Joining the call failed.';
+    default:
+      return 'The connection to the call server was lost.';
+  }
+}
