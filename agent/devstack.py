@@ -171,3 +171,36 @@ class Worker:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
         return self.proc.stop(sig, timeout) if self.proc else None
+
+
+@dataclass
+class TokenService:
+    """`parley-tokens` (token service + built frontend) on a free loopback port."""
+
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    proc: Proc | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, log_dir: Path, *, name: str = "parley-tokens", timeout: float = 30.0) -> TokenService:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}-{self.port}.log"
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        out = log_path.open("ab")
+        popen = subprocess.Popen(
+            [str(BIN / "parley-tokens"), "--host", self.host, "--port", str(self.port)], cwd=ROOT, env=env,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.proc = Proc(name, popen, log_path)
+        if not wait_port(self.port, timeout) or popen.poll() is not None:
+            log = self.proc.log()
+            self.proc.stop(signal.SIGKILL)
+            raise RuntimeError(f"parley-tokens did not listen on {self.port}:\n{log[-2000:]}")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        return self.proc.stop(sig, timeout) if self.proc else None

@@ -52,6 +52,7 @@ export class Call {
   private agent?: RemoteParticipant;
   private agentArrived?: () => void;
   private finished = false;
+  private connected = false; // failures before this are reported by start(), not as a disconnect
   private readonly audioElements: HTMLMediaElement[] = [];
 
   constructor(
@@ -131,6 +132,7 @@ export class Call {
     });
     try {
       await Promise.race([this.room.connect(url, token), timeout]);
+      this.connected = true;
     } catch (err) {
       throw new CallError(
         'livekit-unreachable',
@@ -203,7 +205,7 @@ export class Call {
       .on(RoomEvent.Reconnecting, () => this.hooks.status('Connection lost, reconnecting…'))
       .on(RoomEvent.Reconnected, () => this.hooks.status('Reconnected.'))
       .on(RoomEvent.Disconnected, (why?: DisconnectReason) => {
-        if (this.finished || why === DisconnectReason.CLIENT_INITIATED) return;
+        if (!this.connected || this.finished || why === DisconnectReason.CLIENT_INITIATED) return;
         this.fail(new CallError('disconnected', 'The call was disconnected.', `${describeDisconnect(why)} Press “Start call” to try again.`));
       });
     room.registerTextStreamHandler(TOPIC_TRANSCRIPTION, (reader, from) => {
