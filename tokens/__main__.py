@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -93,10 +94,30 @@ def main(argv: list[str] | None = None) -> int:
         server_header=False,
         timeout_graceful_shutdown=5,
     )
+    try:
+        sock = _listen(args.host, args.port)
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", args.host, args.port, e.strerror or e)
+        return 1
     server = uvicorn.Server(config)
-    server.run()
-    # uvicorn returns (rather than raising) when it cannot bind; it has logged why.
-    return 0 if server.started else 1
+    server.run(sockets=[sock])
+    return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before handing over to uvicorn, so a busy port is one clear line and exit 1."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

@@ -196,6 +196,16 @@ def create_app(opts: ServiceOptions) -> FastAPI:
         request.state.agent = req.agent or minter.default_agent
         return JSONResponse(minted.model_dump())
 
+    @app.get("/api/token", include_in_schema=False)
+    async def token_get() -> JSONResponse:
+        return _error(405, "method not allowed: use POST", {"Allow": "POST"})
+
+    # Unknown API paths answer in JSON and never fall through to the frontend.
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)
+    async def api_not_found(rest: str) -> JSONResponse:
+        return _error(404, "not found")
+
     if opts.static_dir is not None and (opts.static_dir / "index.html").is_file():
         app.mount("/", StaticFiles(directory=opts.static_dir, html=True), name="frontend")
     else:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.settings import Settings
 
 MAX_BODY_BYTES = 8192
+JSON_WHITESPACE = b" \t\r\n"
 IDENTITY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
 # Printable text: no C0/C1 control characters (they break logs and UIs).
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
@@ -96,12 +97,18 @@ class Minter:
         """Bytes from the wire -> a request this server will serve, or InvalidRequest."""
         if len(body) > MAX_BODY_BYTES:
             raise InvalidRequest(f"request body too large (max {MAX_BODY_BYTES} bytes)")
-        if not body.strip():
+        if not body.strip(JSON_WHITESPACE):  # no body: every field takes its default
             return TokenRequest()
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            text = body.decode("utf-8")  # JSON on the wire is UTF-8 (RFC 8259), nothing else
+        except UnicodeDecodeError:
+            raise InvalidRequest("request body is not UTF-8 text") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
             raise InvalidRequest("request body is not valid JSON") from None
+        except RecursionError:
+            raise InvalidRequest("request body is nested too deeply") from None
         if data is None:
             return TokenRequest()
         if not isinstance(data, dict):
