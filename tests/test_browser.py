@@ -60,8 +60,9 @@ def wait_worker_idle(worker: Worker, timeout: float = 90.0) -> None:
     calm = 0
     while time.monotonic() < deadline:
         code, body = worker.health("/worker")
-        info = json.loads(body) if code == 200 else {}
-        calm = calm + 1 if info.get("worker_load", 1.0) < 0.5 and not info.get("active_jobs") else 0
+        info = json.loads(body) if code == 200 else {"worker_load": 1.0}
+        # protobuf JSON leaves out zero values: no "worker_load" means 0.0
+        calm = calm + 1 if info.get("worker_load", 0.0) < 0.5 and not info.get("active_jobs") else 0
         if calm >= 3:
             return
         time.sleep(0.5)

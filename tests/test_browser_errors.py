@@ -159,3 +159,22 @@ def test_agent_never_joins(service, browser: Browser, out_dir: Path) -> None:
     page.close()
     assert shown.kind == "agent-timeout", shown
     assert "did not join" in shown.title and "4 s" in shown.detail
+
+
+@pytest.mark.parametrize(("name", "width", "height"), [("mobile", 360, 740), ("desktop", 1280, 800)])
+def test_layout_fits_and_is_labelled(service, browser: Browser, out_dir: Path, name: str, width: int,
+                                     height: int) -> None:
+    svc = service()
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(svc.url)
+    # Nothing wider than the screen; every control reachable by its accessible name.
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"page is {overflow}px wider than a {width}px screen"
+    for label in ("Start call", "Mute", "End call", "Send"):
+        box = page.get_by_role("button", name=label).bounding_box()
+        assert box and box["height"] >= 44 and box["x"] >= 0 and box["x"] + box["width"] <= width, (label, box)
+    expect(page.get_by_label("Type a message to the agent")).to_be_visible()
+    expect(page.get_by_role("log")).to_be_attached()
+    expect(page.get_by_role("status")).to_contain_text("Start call")
+    page.screenshot(path=str(out_dir / f"browser-idle-{name}.png"), full_page=True)
+    page.close()
