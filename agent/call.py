@@ -72,11 +72,11 @@ class CallState:
     def speech_between(self, t0: float, t1: float) -> list[float]:
         return [ts for ts, _ in self.agent_speech if t0 <= ts <= t1]
 
-    def text_since(self, t: float, *, agent: bool) -> str:
+    def text_since(self, t: float, *, agent: bool, until: float = float("inf")) -> str:
         parts = [
             s.text.strip()
             for s in sorted(self.segments.values(), key=lambda s: s.started)
-            if s.started >= t and (s.sender != self.me) == agent and s.text.strip()
+            if t <= s.started < until and (s.sender != self.me) == agent and s.text.strip()
         ]
         return " ".join(parts)
 
@@ -321,7 +321,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
                 last = state.speech_between(pending["reply_started"], time.perf_counter())
                 stop_at = max((t for t in last if t >= speech_start), default=speech_start)
                 pending["record"]["barge_in_stop_ms"] = round((stop_at - speech_start) * 1000, 1)
-                pending["record"]["agent_text"] = state.text_since(pending["since"], agent=True)
+                pending["record"]["agent_text"] = state.text_since(pending["since"], agent=True, until=t_start)
                 pending["record"]["interrupted"] = True
                 emit(pending["record"])
                 pending = None
@@ -344,14 +344,15 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
                 if opts.barge_in and not is_last:
                     await _wait(state, lambda: (state.last_speech() or 0) - first >= opts.barge_in_delay, opts.timeout)
                     record["user_transcript"] = state.text_since(t_start, agent=False)
-                    pending = {"record": record, "since": reference, "reply_started": first}
+                    pending = {"record": record, "since": t_start, "reply_started": first}
                     record["agent_audio_s"] = None
                     continue
                 await _wait(state, lambda: _reply_done(state, reference), opts.timeout)
                 await _wait(state, lambda: _segments_final(state, t_start), 2.0)
                 spoken = state.speech_between(first, time.perf_counter())
                 record["agent_audio_s"] = round(spoken[-1] - first + 0.01, 2) if spoken else 0.0
-                record["agent_text"] = state.text_since(reference, agent=True)
+                # Since the file started: a preemptive reply opens its text stream before speech ends.
+                record["agent_text"] = state.text_since(t_start, agent=True)
             record["user_transcript"] = state.text_since(t_start, agent=False)
             emit(record)
     finally:

@@ -53,7 +53,7 @@ def report_dir(out_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def worker(livekit_server: LiveKitServer, out_dir: Path, report_dir: Path):
     w = Worker(env={**livekit_server.env(), "PARLEY_REPORT_DIR": str(report_dir),
-                    "PARLEY_IDLE_PROCESSES": "1"})
+                    "PARLEY_IDLE_PROCESSES": "1", "PARLEY_LOAD_CPU": "0"})
     w.start(out_dir / "logs")
     yield w
     w.stop()

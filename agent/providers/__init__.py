@@ -17,6 +17,7 @@ from .. import models
 from ..settings import Settings
 from .llama_llm import LlamaLLM, LlamaOptions
 from .piper_tts import PiperOptions, PiperTTS
+from .turn_detector import ProgressiveTurnDetector
 from .whisper_stt import WhisperOptions, WhisperSTT
 
 logger = logging.getLogger("parley.providers")
@@ -27,8 +28,8 @@ def build_vad(settings: Settings) -> vad.VAD:
 
 
 def build_turn_detector() -> inference.TurnDetector:
-    # Pinned: left alone, dev mode would pick the cloud "v1" detector.
-    return inference.TurnDetector(version="v1-mini")
+    # The local v1-mini model, pinned (dev mode would pick the cloud "v1" detector).
+    return ProgressiveTurnDetector()
 
 
 def local_stt(settings: Settings) -> WhisperSTT:

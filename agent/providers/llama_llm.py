@@ -76,7 +76,12 @@ class LlamaLLM(llm.LLM):
         return LlamaStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
 
     def messages(self, chat_ctx: llm.ChatContext) -> list[dict[str, str]]:
-        system: list[str] = []
+        """Chat-template messages: instructions first, then the recent turns in order.
+
+        System notes inside the conversation keep their place (the template allows it),
+        consecutive same-role turns are merged, and old turns are dropped first.
+        """
+        head: list[str] = []
         turns: list[dict[str, str]] = []
         for item in chat_ctx.items:
             if item.type != "message" or item.role not in _ROLE_MAP:
@@ -85,17 +90,19 @@ class LlamaLLM(llm.LLM):
             if not text:
                 continue
             role = _ROLE_MAP[item.role]
-            if role == "system":
-                system.append(text)
+            if role == "system" and not turns:
+                head.append(text)
             elif turns and turns[-1]["role"] == role:
-                turns[-1]["content"] += " " + text  # templates expect alternating roles
+                turns[-1]["content"] += " " + text
             else:
                 turns.append({"role": role, "content": text})
         turns = turns[-self._opts.max_history_messages :]
-        if turns and turns[0]["role"] == "assistant" and len(turns) > 1:
+        # A conversation opening with the assistant (our fixed greeting) sends SmolLM2 off
+        # into French ("Parley"); the greeting carries nothing the model needs.
+        while turns and turns[0]["role"] == "assistant":
             turns = turns[1:]
-        head = [{"role": "system", "content": "\n".join(system)}] if system else []
-        return head + turns
+        system = [{"role": "system", "content": "\n".join(head)}] if head else []
+        return system + turns
 
     def generate(self, messages: list[dict[str, str]], on_token: Any, stop: threading.Event) -> tuple[int, int]:
         """Blocking generation; calls on_token(text) per token. Returns (prompt, completion) tokens."""
