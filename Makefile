@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: install run test test-fast lint fmt lock bench clean system-deps frontend
+.PHONY: install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend
 
 install: system-deps $(STAMP) $(BIN)/livekit-server frontend
 
@@ -50,6 +50,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# Token endpoint throughput and p99 latency on loopback (wrk, bounded run).
+bench-tokens: install
+	bash scripts/bench-tokens.sh
 
 lint: install
 	$(BIN)/ruff check agent tokens tests
