@@ -6,9 +6,11 @@ import argparse
 import logging
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import uvicorn
+from jwt.warnings import InsecureKeyLengthWarning
 
 from agent.settings import Settings, SettingsError
 
@@ -78,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         "dev mode (no key, loopback clients only)" if dev_mode else "bearer key",
         settings.token_rate_limit or "off", settings.token_ttl_s, frontend,
     )
-    if settings.livekit_api_secret == "secret" and not dev_mode:
-        log.warning("LIVEKIT_API_SECRET is the development default; set a real secret in production")
+    # PyJWT warns on every short HMAC key; say it once, in words, instead.
+    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+    if len(settings.livekit_api_secret.encode()) < 32:
+        log.warning("LIVEKIT_API_SECRET is shorter than 32 bytes (fine for local development, "
+                    "not for production)")
 
     trusted = settings.token_trusted_proxies
     config = uvicorn.Config(
