@@ -22,6 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM the child if the test run that started it dies (no orphans)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -120,7 +127,7 @@ class LiveKitServer:
         out = log_path.open("ab")
         popen = subprocess.Popen(
             [str(binary), "--config-body", self.config()], stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         self.proc = Proc("livekit-server", popen, log_path)
         if not wait_port(self.port, timeout):
@@ -143,7 +150,8 @@ class Worker:
     health_port: int = field(default_factory=free_port)
     proc: Proc | None = None
 
-    def start(self, log_dir: Path, *, name: str = "worker", timeout: float = 180.0) -> Worker:
+    def start(self, log_dir: Path, *, name: str = "worker", timeout: float = 180.0,
+              wait: bool = True) -> Worker:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}-{self.health_port}.log"
         env = {**os.environ, **self.env, "PARLEY_HEALTH_PORT": str(self.health_port),
@@ -151,9 +159,11 @@ class Worker:
         out = log_path.open("ab")
         popen = subprocess.Popen(
             [str(BIN / "python"), "-m", "agent", self.mode], cwd=ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         self.proc = Proc(name, popen, log_path)
+        if not wait:
+            return self
         if not self.proc.wait_log(r"registered worker", timeout):
             log = self.proc.log()
             self.proc.stop(signal.SIGKILL)
