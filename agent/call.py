@@ -59,6 +59,21 @@ class CallState:
     last_frame_at: float = 0.0
     segments: dict[str, Segment] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    streams: list[rtc.AudioStream] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        """Stop reading native streams before the room goes, so nothing reads a freed handle."""
+        for stream in self.streams:
+            await stream.aclose()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def poke(self) -> None:
         self.changed.set()
@@ -152,6 +167,7 @@ def _http_url(url: str) -> str:
 
 async def _watch_agent_audio(track: rtc.Track, state: CallState) -> None:
     stream = rtc.AudioStream(track, sample_rate=RATE, num_channels=1)
+    state.streams.append(stream)
     async for ev in stream:
         now = time.perf_counter()
         state.last_frame_at = now
@@ -238,7 +254,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
 
         def on_track(track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
             if track.kind == rtc.TrackKind.KIND_AUDIO and p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
-                asyncio.ensure_future(_watch_agent_audio(track, state))
+                state.spawn(_watch_agent_audio(track, state))
 
         def on_participant(p: rtc.RemoteParticipant) -> None:
             if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and state.agent_identity is None:
@@ -263,7 +279,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
                 seg.final = attrs.get("lk.transcription_final") == "true" or sender != state.me
                 state.poke()
 
-            asyncio.ensure_future(read())
+            state.spawn(read())
 
         room.on("track_subscribed", on_track)
         room.on("participant_connected", on_participant)
@@ -357,7 +373,9 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
             emit(record)
     finally:
         await mic.stop()
+        await state.close()
         await room.disconnect()
+        await mic.source.aclose()
         await lkapi.aclose()
 
 
