@@ -9,6 +9,9 @@ from typing import Any
 from livekit.agents import Agent, ModelSettings, llm
 
 from .settings import Settings
+from .tools import tools_for
+
+TOOLS_NOTE = " Use your tools: lookup for questions about Parley, end_call when the caller says goodbye."
 
 # "my name is Alice", "I'm Bob", "call me Carol": the one fact callers most expect to be kept.
 _NAME = re.compile(r"\b(?:my name is|my name's|call me|i am|i'm)\s+([A-Z][a-z]+)\b", re.IGNORECASE)
@@ -47,8 +50,13 @@ def with_memory_note(chat_ctx: llm.ChatContext) -> llm.ChatContext:
 
 
 class ParleyAgent(Agent):
-    def __init__(self, settings: Settings, *, greeting: str | None = None) -> None:
-        super().__init__(instructions=settings.instructions)
+    def __init__(self, settings: Settings, *, greeting: str | None = None, **agent_options: Any) -> None:
+        # Tools only for a model that can call them; agent_options can also give this agent
+        # its own stt/llm/tts (the realtime pipeline's local fallback does).
+        tools = agent_options.pop("tools", None)
+        tools = tools_for(settings) if tools is None else tools
+        instructions = settings.instructions + (TOOLS_NOTE if tools else "")
+        super().__init__(instructions=instructions, tools=tools, **agent_options)
         self._greeting = greeting if greeting is not None else settings.greeting
 
     async def on_enter(self) -> None:

@@ -29,6 +29,9 @@ DEFAULT_INSTRUCTIONS = (
 # Room names a browser may ask for: short, URL- and log-safe.
 DEFAULT_TOKEN_ROOM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 DEFAULT_GREETING = "Hello, this is Parley. How can I help you today?"
+DEFAULT_GOODBYE = "Thanks for calling Parley. Goodbye!"
+DEFAULT_TOOL_ACK = "One moment, let me look that up."
+DEFAULT_KNOWLEDGE_FILE = Path(__file__).resolve().parent / "knowledge" / "faq.md"
 
 
 class SettingsError(ValueError):
@@ -134,6 +137,30 @@ class Settings:
     deepgram_api_key: str = ""
     deepgram_base_url: str = ""
 
+    # Cloud provider options (agent/providers/deepgram_stt.py, openai_*.py, realtime.py)
+    deepgram_model: str = "nova-3"
+    deepgram_language: str = "en-US"
+    openai_llm_model: str = "gpt-4o-mini"  # PARLEY_LLM_MODEL when PARLEY_LLM=openai
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    openai_tts_voice: str = "alloy"  # PARLEY_TTS_VOICE when PARLEY_TTS=openai
+    realtime_model: str = "gpt-realtime"
+    realtime_voice: str = "marin"  # PARLEY_TTS_VOICE when PARLEY_PIPELINE=realtime
+    realtime_turn_detection: str = "server_vad"  # server_vad | semantic_vad
+    realtime_vad_threshold: float = 0.5
+    realtime_silence_ms: int = 500
+    realtime_prefix_padding_ms: int = 300
+    realtime_transcription_model: str = "gpt-4o-mini-transcribe"
+    # How long a cloud provider may stall (connect, first token/byte, between chunks)
+    # before the local provider answers the turn instead.
+    fallback_timeout: float = 5.0
+
+    # Tools (agent/tools.py): offered only to models that can call them (never SmolLM2)
+    tools: bool = True
+    knowledge_file: Path = DEFAULT_KNOWLEDGE_FILE
+    goodbye: str = DEFAULT_GOODBYE
+    tool_ack: str = DEFAULT_TOOL_ACK  # spoken when a tool is still busy after tool_ack_delay
+    tool_ack_delay: float = 0.6
+
     # Conversation behaviour
     instructions: str = DEFAULT_INSTRUCTIONS
     greeting: str = DEFAULT_GREETING
@@ -190,6 +217,27 @@ class Settings:
             openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
             deepgram_api_key=env.get("DEEPGRAM_API_KEY", "").strip(),
             deepgram_base_url=env.get("DEEPGRAM_BASE_URL", "").strip(),
+            deepgram_model=env.get("PARLEY_DEEPGRAM_MODEL", "").strip() or d.deepgram_model,
+            deepgram_language=env.get("PARLEY_DEEPGRAM_LANGUAGE", "").strip() or d.deepgram_language,
+            openai_llm_model=env.get("PARLEY_LLM_MODEL", "").strip() or d.openai_llm_model,
+            openai_tts_model=env.get("PARLEY_TTS_MODEL", "").strip() or d.openai_tts_model,
+            openai_tts_voice=env.get("PARLEY_TTS_VOICE", "").strip() or d.openai_tts_voice,
+            realtime_model=env.get("PARLEY_REALTIME_MODEL", "").strip() or d.realtime_model,
+            realtime_voice=env.get("PARLEY_TTS_VOICE", "").strip() or d.realtime_voice,
+            realtime_turn_detection=_choice(env, "PARLEY_REALTIME_TURN_DETECTION", d.realtime_turn_detection,
+                                            ("server_vad", "semantic_vad")),
+            realtime_vad_threshold=_float(env, "PARLEY_REALTIME_VAD_THRESHOLD", d.realtime_vad_threshold),
+            realtime_silence_ms=_int(env, "PARLEY_REALTIME_SILENCE_MS", d.realtime_silence_ms, min_value=50),
+            realtime_prefix_padding_ms=_int(env, "PARLEY_REALTIME_PREFIX_PADDING_MS",
+                                            d.realtime_prefix_padding_ms),
+            realtime_transcription_model=env.get("PARLEY_REALTIME_TRANSCRIPTION_MODEL", "").strip()
+            or d.realtime_transcription_model,
+            fallback_timeout=_float(env, "PARLEY_FALLBACK_TIMEOUT", d.fallback_timeout, min_value=0.1),
+            tools=_bool(env, "PARLEY_TOOLS", d.tools),
+            knowledge_file=Path(env.get("PARLEY_KNOWLEDGE_FILE", "").strip() or d.knowledge_file).expanduser(),
+            goodbye=env.get("PARLEY_GOODBYE", "").strip() or d.goodbye,
+            tool_ack=env.get("PARLEY_TOOL_ACK", "").strip() or d.tool_ack,
+            tool_ack_delay=_float(env, "PARLEY_TOOL_ACK_DELAY", d.tool_ack_delay),
             instructions=env.get("PARLEY_INSTRUCTIONS", "").strip() or d.instructions,
             greeting=env.get("PARLEY_GREETING", "").strip() or d.greeting,
             vad_min_silence=_float(env, "PARLEY_VAD_MIN_SILENCE", d.vad_min_silence),
@@ -212,6 +260,33 @@ class Settings:
             token_trusted_proxies=env.get("PARLEY_TOKEN_TRUSTED_PROXIES", "").strip(),
             token_static_dir=env.get("PARLEY_TOKEN_STATIC_DIR", "").strip(),
         )
+
+    @property
+    def cloud_llm(self) -> bool:
+        """The model that answers can call tools (an OpenAI-compatible LLM or the realtime model)."""
+        return self.pipeline == "realtime" or self.llm != "local"
+
+    def check_providers(self) -> None:
+        """Refuse a cloud provider without its key, at start-up rather than mid-call."""
+        needs: list[tuple[str, str]] = []
+        if self.pipeline == "realtime":
+            needs.append(("PARLEY_PIPELINE=realtime", "OPENAI_API_KEY"))
+        else:
+            if self.stt == "deepgram":
+                needs.append(("PARLEY_STT=deepgram", "DEEPGRAM_API_KEY"))
+            if self.llm == "openai":
+                needs.append(("PARLEY_LLM=openai", "OPENAI_API_KEY"))
+            if self.tts == "openai":
+                needs.append(("PARLEY_TTS=openai", "OPENAI_API_KEY"))
+        for selected, var in needs:
+            if not getattr(self, var.lower()):
+                raise SettingsError(f"{selected} needs {var}, which is not set (environment or .env)")
+        if self.tools and self.cloud_llm and not self.knowledge_file.is_file():
+            raise SettingsError(f"PARLEY_KNOWLEDGE_FILE={str(self.knowledge_file)!r} is not a readable file")
+        for url_var in ("OPENAI_BASE_URL", "DEEPGRAM_BASE_URL"):
+            url = getattr(self, url_var.lower())
+            if url and not re.match(r"^(https?|wss?)://[^/\s]+", url):
+                raise SettingsError(f"{url_var}={url!r} is not an http(s):// or ws(s):// URL")
 
     def masked(self) -> dict[str, str]:
         """Effective configuration with secrets masked, for logs and `parley-config`."""

@@ -9,13 +9,18 @@ from livekit import rtc
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io
 
 from .assistant import ParleyAgent
-from .providers import LocalModels, build_turn_detector
+from .providers import LocalModels, SessionModels, build_turn_detector, select_models
+from .providers.realtime import fail_over_to_local
 from .report import TurnTracker, write_report
 from .settings import Settings
 
 logger = logging.getLogger("parley.worker")
 
+# Spoken by the local pipeline when it takes a call over from a failed realtime model.
+REALTIME_LOST = "Sorry, I lost my connection for a moment. Could you say that again?"
+
 settings = Settings.load()
+settings.check_providers()  # a cloud provider without its key: refuse to start, not fail mid-call
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -38,12 +43,25 @@ server = AgentServer(
 )
 
 
-def build_session(models: LocalModels) -> AgentSession:
+def build_session(models: LocalModels, chosen: SessionModels | None = None) -> AgentSession:
+    chosen = chosen or select_models(settings, models)
+    if chosen.realtime:
+        # The realtime model hears, thinks and speaks; the server detects turns. Local VAD
+        # stays on so a caller's barge-in cuts the agent off at once; Piper speaks fixed phrases.
+        return AgentSession(
+            vad=models.vad,
+            llm=chosen.llm,
+            tts=chosen.tts,
+            turn_handling={
+                "turn_detection": "realtime_llm",
+                "interruption": {"mode": "vad", "min_duration": settings.interrupt_min_duration},
+            },
+        )
     return AgentSession(
         vad=models.vad,
-        stt=models.stt,
-        llm=models.llm,
-        tts=models.tts,
+        stt=chosen.stt,
+        llm=chosen.llm,
+        tts=chosen.tts,
         turn_handling={
             "turn_detection": build_turn_detector(),
             "endpointing": {
@@ -69,6 +87,9 @@ async def on_session_end(ctx: JobContext) -> None:
     except RuntimeError as e:  # no session was started (caller never joined)
         logger.info("no session report room=%s: %s", ctx.job.room.name, e)
         return
+    if chosen := ctx.proc.userdata.pop(("providers", ctx.job.id), None):
+        # report["usage"] (framework) has per provider/model audio seconds, tokens, characters.
+        report["providers"] = {**chosen.providers, "fallbacks": chosen.fallbacks.events}
     path = write_report(settings.report_dir, ctx.job.room.name, report, tracker.turns if tracker else [])
     logger.info("session report room=%s turns=%d path=%s", ctx.job.room.name,
                 len(tracker.turns) if tracker else 0, path)
@@ -83,7 +104,15 @@ async def entrypoint(ctx: JobContext) -> None:
     logger.info("caller joined room=%s participant=%s kind=%s", room, participant.identity,
                 rtc.ParticipantKind.Name(participant.kind))
 
-    session = build_session(ctx.proc.userdata["models"])
+    models = ctx.proc.userdata["models"]
+    chosen = select_models(settings, models)
+    ctx.proc.userdata[("providers", ctx.job.id)] = chosen
+    logger.info("providers room=%s %s", room, " ".join(f"{k}={v}" for k, v in chosen.providers.items()))
+    session = build_session(models, chosen)
+    if chosen.realtime and settings.fallback:
+        fail_over_to_local(session, lambda chat_ctx: ParleyAgent(
+            settings, greeting=REALTIME_LOST, chat_ctx=chat_ctx, tools=[], stt=models.stt, llm=models.llm,
+            tts=models.tts, turn_handling={"turn_detection": build_turn_detector()}))
     tracker = TurnTracker(room=room, participant=participant.identity)
     tracker.attach(session)
     ctx.proc.userdata[("tracker", ctx.job.id)] = tracker

@@ -17,10 +17,13 @@ from .. import models
 from ..settings import Settings
 from .llama_llm import LlamaLLM, LlamaOptions
 from .piper_tts import PiperOptions, PiperTTS
+from .selection import SessionModels, select_models
 from .turn_detector import ProgressiveTurnDetector
 from .whisper_stt import WhisperOptions, WhisperSTT
 
 logger = logging.getLogger("parley.providers")
+
+__all__ = ["LocalModels", "SessionModels", "build_turn_detector", "build_vad", "select_models"]
 
 
 def build_vad(settings: Settings) -> vad.VAD:
