@@ -109,6 +109,9 @@ def test_browser_call_greeting_voice_and_chat(web: TokenService, worker: Worker,
             paris = agent_lines(page).filter(has_text=re.compile("paris", re.I))
             expect(paris.first).to_be_visible(timeout=90_000)
             answered_s = time.monotonic() - t0
+            # The agent's voice plays in the page (an attached <audio> element whose clock runs).
+            playing = """() => [...document.querySelectorAll('audio')].some(a => !a.paused && a.currentTime > 1)"""
+            page.wait_for_function(playing, timeout=10_000)
             state = page.locator("#agent-state").get_attribute("data-state")
             assert state in ("listening", "thinking", "speaking"), state
             shot = out_dir / "browser-call.png"

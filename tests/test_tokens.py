@@ -153,6 +153,13 @@ def test_random_room_and_identity_are_unique_and_valid() -> None:
         m.parse(json.dumps({"room": o.room, "identity": o.identity}).encode())  # our own names validate
 
 
+def test_any_agent_when_allowed_by_star() -> None:
+    m = minter(PARLEY_TOKEN_AGENTS="*")
+    assert claims(m.mint(m.parse(b'{"agent": "sales-bot"}')).token).room_config.agents[0].agent_name == "sales-bot"
+    with pytest.raises(InvalidRequest, match="is not allowed"):
+        m.parse(b'{"agent": "bad agent name"}')
+
+
 def test_public_url_is_what_clients_get() -> None:
     m = minter(PARLEY_LIVEKIT_PUBLIC_URL="wss://voice.example.com")
     assert m.mint(m.parse(b"{}")).server_url == "wss://voice.example.com"

@@ -21,6 +21,7 @@ from agent.settings import Settings
 
 MAX_BODY_BYTES = 8192
 JSON_WHITESPACE = b" \t\r\n"
+AGENT_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 IDENTITY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
 # Printable text: no C0/C1 control characters (they break logs and UIs).
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
@@ -127,11 +128,17 @@ class Minter:
             raise InvalidRequest(
                 f"room {req.room!r} is not allowed: names must match {self.room_pattern.pattern}"
             )
-        if req.agent is not None and req.agent not in self.allowed_agents:
+        if req.agent is not None and not self._agent_allowed(req.agent):
             raise InvalidRequest(
                 f"agent {req.agent!r} is not allowed (allowed: {', '.join(sorted(self.allowed_agents))})"
             )
         return req
+
+    def _agent_allowed(self, agent: str) -> bool:
+        if agent in self.allowed_agents:
+            return True
+        # "*" lets clients name any agent, still only with a plain, log-safe name.
+        return "*" in self.allowed_agents and re.fullmatch(AGENT_PATTERN, agent) is not None
 
     def mint(self, req: TokenRequest) -> TokenResponse:
         room = req.room or f"parley-{secrets.token_hex(6)}"
