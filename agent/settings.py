@@ -29,6 +29,8 @@ DEFAULT_INSTRUCTIONS = (
 # Room names a browser may ask for: short, URL- and log-safe.
 DEFAULT_TOKEN_ROOM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 DEFAULT_GREETING = "Hello, this is Parley. How can I help you today?"
+DEFAULT_SIP_GREETING = "Thanks for calling Parley. How can I help you today?"
+DEFAULT_SIP_OUTBOUND_GREETING = "Hello, this is Parley calling. Do you have a moment?"
 DEFAULT_GOODBYE = "Thanks for calling Parley. Goodbye!"
 DEFAULT_TOOL_ACK = "One moment, let me look that up."
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).resolve().parent / "knowledge" / "faq.md"
@@ -89,6 +91,14 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
 
 
+def _port_range(env: dict[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    m = re.fullmatch(r"(\d+)-(\d+)", value)
+    if not m or not 1024 <= int(m[1]) < int(m[2]) <= 65535:
+        raise SettingsError(f"{name}={value!r} is not a port range like 10000-10099 (1024..65535)")
+    return value
+
+
 def _list(env: dict[str, str], name: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in env.get(name, "").split(",") if v.strip())
 
@@ -103,7 +113,7 @@ def _regex(env: dict[str, str], name: str, default: str) -> str:
 
 
 SECRET_FIELDS = frozenset(
-    {"livekit_api_secret", "openai_api_key", "deepgram_api_key", "token_api_key"}
+    {"livekit_api_secret", "openai_api_key", "deepgram_api_key", "token_api_key", "sip_auth_password"}
 )
 
 
@@ -188,6 +198,21 @@ class Settings:
     token_trusted_proxies: str = ""  # proxy IPs whose X-Forwarded-For is believed ("*" = any)
     token_static_dir: str = ""  # built frontend served at / (default: frontend/dist)
 
+    # Telephony through LiveKit SIP (scripts/sip-up.sh, agent/sip.py, agent/telephony.py)
+    redis_address: str = "127.0.0.1:6379"  # shared by livekit-server and livekit-sip
+    sip_port: int = 5060  # SIP signalling, UDP and TCP on 127.0.0.1
+    sip_rtp_ports: str = "10000-10099"  # RTP media port range of livekit-sip
+    sip_number: str = "+15550100"  # the inbound number callers dial
+    sip_allowed_addresses: tuple[str, ...] = ("127.0.0.1",)  # who may call in (IPs or CIDRs)
+    sip_auth_username: str = ""  # optional digest auth on the inbound trunk
+    sip_auth_password: str = ""
+    sip_outbound_address: str = "127.0.0.1:5070"  # SIP peer that outbound calls go to
+    sip_outbound_number: str = ""  # caller ID for outbound calls (default: sip_number)
+    sip_transfer_to: str = ""  # where "press 0" and the transfer tool send a caller (tel: or sip: URI)
+    sip_room_prefix: str = "call-"  # each inbound caller gets a new room named <prefix><random>
+    sip_greeting: str = DEFAULT_SIP_GREETING
+    sip_outbound_greeting: str = DEFAULT_SIP_OUTBOUND_GREETING
+
     @classmethod
     def load(cls) -> Settings:
         env = _env()
@@ -259,6 +284,20 @@ class Settings:
             token_agents=_list(env, "PARLEY_TOKEN_AGENTS"),
             token_trusted_proxies=env.get("PARLEY_TOKEN_TRUSTED_PROXIES", "").strip(),
             token_static_dir=env.get("PARLEY_TOKEN_STATIC_DIR", "").strip(),
+            redis_address=env.get("PARLEY_REDIS_ADDRESS", "").strip() or d.redis_address,
+            sip_port=_int(env, "PARLEY_SIP_PORT", d.sip_port, min_value=1),
+            sip_rtp_ports=_port_range(env, "PARLEY_SIP_RTP_PORTS", d.sip_rtp_ports),
+            sip_number=env.get("PARLEY_SIP_NUMBER", "").strip() or d.sip_number,
+            sip_allowed_addresses=_list(env, "PARLEY_SIP_ALLOWED_ADDRESSES") or d.sip_allowed_addresses,
+            sip_auth_username=env.get("PARLEY_SIP_AUTH_USERNAME", "").strip(),
+            sip_auth_password=env.get("PARLEY_SIP_AUTH_PASSWORD", "").strip(),
+            sip_outbound_address=env.get("PARLEY_SIP_OUTBOUND_ADDRESS", "").strip() or d.sip_outbound_address,
+            sip_outbound_number=env.get("PARLEY_SIP_OUTBOUND_NUMBER", "").strip(),
+            sip_transfer_to=env.get("PARLEY_SIP_TRANSFER_TO", "").strip(),
+            sip_room_prefix=env.get("PARLEY_SIP_ROOM_PREFIX", "").strip() or d.sip_room_prefix,
+            sip_greeting=env.get("PARLEY_SIP_GREETING", "").strip() or d.sip_greeting,
+            sip_outbound_greeting=env.get("PARLEY_SIP_OUTBOUND_GREETING", "").strip()
+            or d.sip_outbound_greeting,
         )
 
     @property
