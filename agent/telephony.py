@@ -1,0 +1,319 @@
+"""What the agent does differently on a phone line (a LiveKit SIP participant).
+
+LiveKit SIP turns a phone call into a room participant of kind SIP with `sip.*`
+attributes (caller number, trunk, call status). For such a caller the worker:
+- greets as a phone service (inbound) or as the caller (outbound, only once the
+  callee has answered: `sip.callStatus` becomes `active`);
+- hears keypad presses (RFC 2833 / SIP INFO, delivered by LiveKit as
+  `sip_dtmf_received`) as `dtmf` events; the default keypad menu is deterministic
+  (`#` hangs up, `0` transfers to PARLEY_SIP_TRANSFER_TO, other digits are
+  acknowledged and noted in the conversation for the LLM);
+- hangs up for real: deleting the room makes LiveKit SIP send BYE; when the caller
+  hangs up first, the room is deleted at once and the session report written;
+- adds a `transfer_call` tool for LLMs that can call tools (next to agent/tools.py's
+  `end_call`, which ends a phone call like any other: the room goes, LiveKit SIP sends
+  BYE). The default local model calls no tools, so the keypad and a spoken "goodbye"
+  do the same deterministically.
+
+8 kHz G.711 needs nothing here: LiveKit SIP decodes it and publishes 48 kHz Opus, and
+RoomIO resamples to the 16 kHz the VAD and Whisper take (worker.py, AudioInputOptions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from livekit import api, rtc
+from livekit.agents import AgentSession, JobContext, RunContext, StopResponse, function_tool, llm
+from livekit.agents.voice.events import CloseEvent, CloseReason
+
+from .assistant import ParleyAgent
+from .settings import Settings
+
+logger = logging.getLogger("parley.telephony")
+
+ATTR_PHONE_NUMBER = "sip.phoneNumber"  # the far end: caller (inbound) or callee (outbound)
+ATTR_TRUNK_NUMBER = "sip.trunkPhoneNumber"  # our number
+ATTR_CALL_STATUS = "sip.callStatus"  # dialing | ringing | active | hangup | automation
+ATTR_RULE_ID = "sip.ruleID"  # set only for calls that came in through a dispatch rule
+ATTR_CALL_ID = "sip.callID"
+
+HANGUP_DIGIT = "#"
+TRANSFER_DIGIT = "0"
+# A caller's whole turn that only says goodbye ends the call without asking the LLM.
+_GOODBYE = re.compile(r"^\W*(?:ok(?:ay)?\W+)?(?:good ?bye|bye(?: bye)?|hang up|that'?s all)\W*"
+                      r"(?:(?:thanks?|thank you)\W*)?$", re.IGNORECASE)
+# Audio of the last words is still on its way through livekit-sip when playout ends here.
+_TAIL_S = 0.6
+GOODBYE = "Thanks for calling. Goodbye."
+# Longer than any ringing timeout parley-dial asks LiveKit SIP for.
+ANSWER_TIMEOUT_S = 120.0
+
+
+
+@dataclass(frozen=True)
+class PhoneCall:
+    identity: str
+    number: str
+    trunk_number: str
+    direction: Literal["inbound", "outbound"]
+    call_id: str
+
+    @classmethod
+    def of(cls, participant: rtc.Participant) -> PhoneCall | None:
+        """The call a participant stands for, or None if it is not a SIP participant."""
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_SIP:
+            return None
+        a = participant.attributes
+        return cls(
+            identity=participant.identity,
+            number=a.get(ATTR_PHONE_NUMBER, ""),
+            trunk_number=a.get(ATTR_TRUNK_NUMBER, ""),
+            direction="inbound" if a.get(ATTR_RULE_ID) else "outbound",
+            call_id=a.get(ATTR_CALL_ID, ""),
+        )
+
+
+def phone_settings(settings: Settings, call: PhoneCall) -> Settings:
+    # Only the greeting changes: the instructions are tuned for the small local model,
+    # and keypad presses reach the LLM as notes in the conversation.
+    greeting = settings.sip_greeting if call.direction == "inbound" else settings.sip_outbound_greeting
+    return replace(settings, greeting=greeting)
+
+
+def is_goodbye(text: str) -> bool:
+    return bool(_GOODBYE.match(text.strip()))
+
+
+@dataclass(eq=False)
+class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
+    """One phone call: keypad events, hang-up and transfer through LiveKit's server APIs.
+
+    Events: `dtmf` (digit: str) for every key the caller presses, before the default
+    menu acts on it; `ended` (reason: str) once, when the call is over.
+    """
+
+    ctx: JobContext
+    call: PhoneCall
+    settings: Settings
+    session: AgentSession | None = None
+    digits: list[str] = field(default_factory=list)
+    ended_by: str = ""
+    transfer_status: str = ""
+    started_at: float = field(default_factory=time.time)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    @classmethod
+    def for_participant(cls, ctx: JobContext, participant: rtc.RemoteParticipant,
+                        settings: Settings) -> PhoneLine | None:
+        call = PhoneCall.of(participant)
+        if call is None:
+            return None
+        line = cls(ctx, call, settings)
+        # worker.on_session_end adds line.summary() to the session report
+        ctx.proc.userdata[("phone", ctx.job.id)] = line
+        logger.info("phone call room=%s direction=%s number=%s trunk_number=%s sip_call_id=%s",
+                    ctx.room.name, call.direction, call.number or "?", call.trunk_number or "?", call.call_id)
+        return line
+
+    async def answered(self) -> bool:
+        """Outbound: wait until the callee picks up (False: no answer, busy, hung up)."""
+        participant = self.ctx.room.remote_participants.get(self.call.identity)
+        if self.call.direction == "inbound" or participant is None:
+            return participant is not None
+        done = asyncio.get_running_loop().create_future()
+
+        def check(*_: object) -> None:
+            p = self.ctx.room.remote_participants.get(self.call.identity)
+            status = p.attributes.get(ATTR_CALL_STATUS, "") if p else "hangup"
+            if status in ("active", "hangup") and not done.done():
+                done.set_result(status == "active")
+
+        self.ctx.room.on("participant_attributes_changed", check)
+        self.ctx.room.on("participant_disconnected", check)
+        try:
+            check()
+            logger.info("waiting for callee to answer room=%s number=%s", self.ctx.room.name, self.call.number)
+            ok = await asyncio.wait_for(done, ANSWER_TIMEOUT_S)
+        except TimeoutError:
+            ok = False
+        finally:
+            self.ctx.room.off("participant_attributes_changed", check)
+            self.ctx.room.off("participant_disconnected", check)
+        logger.info("callee %s room=%s", "answered" if ok else "did not answer", self.ctx.room.name)
+        if not ok:
+            self._end("no answer")
+            self.ctx.shutdown(reason="callee did not answer")
+        return ok
+
+    def agent(self) -> PhoneAgent:
+        return PhoneAgent(self)
+
+    def attach(self, session: AgentSession) -> None:
+        self.session = session
+        self.ctx.room.on("sip_dtmf_received", self._on_dtmf)
+
+        @session.on("close")
+        def _on_close(ev: CloseEvent) -> None:
+            # The caller hung up (or the session ended otherwise): end the room now rather
+            # than after LiveKit's departure timeout, so the call and its report finish together.
+            if not self.ended_by:
+                self._end("caller" if ev.reason == CloseReason.PARTICIPANT_DISCONNECTED else f"agent ({ev.reason.value})")
+            self.ctx.add_shutdown_callback(self._delete_room)
+            self.ctx.shutdown(reason=f"phone call ended by {self.ended_by}")
+
+    # --- keypad ------------------------------------------------------------------------
+
+    def _on_dtmf(self, ev: rtc.SipDTMF) -> None:
+        if ev.participant is not None and ev.participant.identity != self.call.identity:
+            return
+        self.digits.append(ev.digit)
+        logger.info("dtmf room=%s digit=%s code=%d", self.ctx.room.name, ev.digit, ev.code)
+        self.emit("dtmf", ev.digit)
+        self._spawn(self._keypad(ev.digit))
+
+    async def _keypad(self, digit: str) -> None:
+        if self.session is None or self.ended_by:
+            return
+        if digit == HANGUP_DIGIT:
+            await self.hang_up(GOODBYE, by="caller keypad")
+        elif digit == TRANSFER_DIGIT:
+            await self.transfer()
+        else:
+            await self._note(f"(the caller pressed {digit})")
+            self.session.say(f"You pressed {digit}.")
+
+    async def _note(self, text: str) -> None:
+        """Put a line in the conversation the LLM sees on its next turn."""
+        agent = self.session.current_agent if self.session else None
+        if agent is None:
+            return
+        chat_ctx = agent.chat_ctx.copy()
+        chat_ctx.add_message(role="user", content=text)
+        await agent.update_chat_ctx(chat_ctx)
+
+    # --- ending and transferring -------------------------------------------------------
+
+    async def hang_up(self, goodbye: str | None = GOODBYE, *, by: str = "agent") -> None:
+        """Say goodbye, then end the SIP call (LiveKit SIP sends BYE when the room goes)."""
+        if self.ended_by:
+            return
+        self._end(by)
+        if goodbye and self.session is not None:
+            try:
+                await self.session.say(goodbye, allow_interruptions=False).wait_for_playout()
+                await asyncio.sleep(_TAIL_S)
+            except RuntimeError:  # session already closing: nothing left to say it on
+                pass
+        await self._delete_room()
+        self.ctx.shutdown(reason=f"phone call ended by {by}")
+
+    async def transfer(self, to: str | None = None) -> bool:
+        """Cold-transfer the caller (SIP REFER) to `to` or PARLEY_SIP_TRANSFER_TO."""
+        target = to or self.settings.sip_transfer_to
+        if self.session is None:
+            return False
+        if not target:
+            self.session.say("Sorry, there is no one to transfer you to.")
+            return False
+        logger.info("transfer room=%s to=%s", self.ctx.room.name, target)
+        await self.session.say("Transferring your call now.", allow_interruptions=False).wait_for_playout()
+        try:
+            await self.ctx.api.sip.transfer_sip_participant(
+                api.TransferSIPParticipantRequest(
+                    room_name=self.ctx.room.name, participant_identity=self.call.identity,
+                    transfer_to=target, play_dialtone=False,
+                ),
+                timeout=30,
+            )
+        except (TimeoutError, api.TwirpError, OSError) as e:
+            self.transfer_status = f"failed: {getattr(e, 'message', e)}"
+            logger.warning("transfer failed room=%s to=%s: %s", self.ctx.room.name, target, self.transfer_status)
+            self.session.say("Sorry, the transfer did not go through.")
+            return False
+        self.transfer_status = f"transferred to {target}"
+        logger.info("transfer done room=%s to=%s", self.ctx.room.name, target)
+        if not self.ended_by:
+            self._end("transfer")
+        await self._delete_room()
+        self.ctx.shutdown(reason="phone call transferred")
+        return True
+
+    async def _delete_room(self) -> None:
+        try:
+            await self.ctx.api.room.delete_room(api.DeleteRoomRequest(room=self.ctx.room.name))
+            logger.info("room deleted room=%s", self.ctx.room.name)
+        except api.TwirpError as e:
+            if e.code != api.TwirpErrorCode.NOT_FOUND:
+                logger.warning("could not delete room=%s: %s", self.ctx.room.name, e.message)
+        except (TimeoutError, OSError) as e:
+            logger.warning("could not delete room=%s: %s", self.ctx.room.name, e)
+
+    def _end(self, by: str) -> None:
+        if not self.ended_by:
+            self.ended_by = by
+            logger.info("phone call ending room=%s by=%s duration=%.1fs", self.ctx.room.name, by,
+                        time.time() - self.started_at)
+            self.emit("ended", by)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- for LLMs that call tools ------------------------------------------------------
+
+    def tools(self) -> list[llm.Tool]:
+        """Phone-only tools: `transfer_call` when there is somewhere to transfer to."""
+        if not self.settings.sip_transfer_to:
+            return []
+        line = self
+
+        @function_tool(name="transfer_call")
+        async def transfer_call(ctx: RunContext) -> None:
+            """Transfer the caller to a human operator when they ask for a person. Say nothing yourself."""
+            line._spawn(line.transfer())
+
+        return [transfer_call]
+
+    def summary(self) -> dict[str, Any]:
+        """The `phone` section of the session report."""
+        return {
+            "direction": self.call.direction,
+            "number": self.call.number,
+            "trunk_number": self.call.trunk_number,
+            "sip_call_id": self.call.call_id,
+            "dtmf": list(self.digits),
+            "ended_by": self.ended_by or "unknown",
+            "transfer": self.transfer_status,
+            "duration_s": round(time.time() - self.started_at, 1),
+        }
+
+
+class PhoneAgent(ParleyAgent):
+    """ParleyAgent with a phone greeting, phone tools and a deterministic goodbye."""
+
+    def __init__(self, line: PhoneLine) -> None:
+        super().__init__(phone_settings(line.settings, line.call))
+        self._line = line
+
+    async def on_enter(self) -> None:
+        # Phone tools join the others only for a model that is given tools at all.
+        if self.tools:
+            await self.update_tools([*self.tools, *self._line.tools()])
+        await super().on_enter()
+
+    async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
+        if is_goodbye(new_message.text_content or ""):
+            logger.info("caller said goodbye room=%s: %r", self._line.ctx.room.name, new_message.text_content)
+            self._line._spawn(self._line.hang_up(GOODBYE, by="caller goodbye"))
+            raise StopResponse()
+        await super().on_user_turn_completed(turn_ctx, new_message)
