@@ -13,6 +13,7 @@ from .providers import LocalModels, SessionModels, build_turn_detector, select_m
 from .providers.realtime import fail_over_to_local
 from .report import TurnTracker, write_report
 from .settings import Settings
+from .telephony import PhoneLine
 
 logger = logging.getLogger("parley.worker")
 
@@ -87,6 +88,8 @@ async def on_session_end(ctx: JobContext) -> None:
     except RuntimeError as e:  # no session was started (caller never joined)
         logger.info("no session report room=%s: %s", ctx.job.room.name, e)
         return
+    if phone := ctx.proc.userdata.pop(("phone", ctx.job.id), None):
+        report["phone"] = phone.summary()
     if chosen := ctx.proc.userdata.pop(("providers", ctx.job.id), None):
         # report["usage"] (framework) has per provider/model audio seconds, tokens, characters.
         report["providers"] = {**chosen.providers, "fallbacks": chosen.fallbacks.events}
@@ -103,6 +106,10 @@ async def entrypoint(ctx: JobContext) -> None:
     participant = await ctx.wait_for_participant()
     logger.info("caller joined room=%s participant=%s kind=%s", room, participant.identity,
                 rtc.ParticipantKind.Name(participant.kind))
+    # A phone caller (LiveKit SIP): outbound calls wait here until the callee answers.
+    line = PhoneLine.for_participant(ctx, participant, settings)
+    if line is not None and not await line.answered():
+        return
 
     models = ctx.proc.userdata["models"]
     chosen = select_models(settings, models)
@@ -115,6 +122,8 @@ async def entrypoint(ctx: JobContext) -> None:
             tts=models.tts, turn_handling={"turn_detection": build_turn_detector()}))
     tracker = TurnTracker(room=room, participant=participant.identity)
     tracker.attach(session)
+    if line is not None:
+        line.attach(session)
     ctx.proc.userdata[("tracker", ctx.job.id)] = tracker
 
     @session.on("close")
@@ -123,7 +132,7 @@ async def entrypoint(ctx: JobContext) -> None:
                     getattr(ev, "reason", "?"))
 
     await session.start(
-        agent=ParleyAgent(settings),
+        agent=line.agent() if line is not None else ParleyAgent(settings),
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=participant.identity,
