@@ -64,19 +64,28 @@ export class Call {
   async start(): Promise<void> {
     try {
       await this.openMicrophone();
+      this.ensureActive();
       this.hooks.status('Getting a room token…');
       const grant = await fetchToken({ url: this.opts.tokenUrl, apiKey: this.opts.apiKey, timeoutMs: this.opts.tokenTimeoutMs });
+      this.ensureActive();
       this.wire();
       this.hooks.status('Connecting to LiveKit…');
       await this.connect(grant.server_url, grant.token);
+      this.ensureActive();
       await this.room.localParticipant.publishTrack(this.mic!, { source: Track.Source.Microphone });
       this.hooks.status('Waiting for the agent to join…');
       await this.waitForAgent();
+      this.ensureActive();
       this.hooks.status('Connected. Say hello, or type a message.');
     } catch (err) {
       await this.cleanup();
       throw err;
     }
+  }
+
+  /** Hung up while still starting: stop here (start() cleans up; nobody shows this error). */
+  private ensureActive(): void {
+    if (this.finished) throw new CallError('disconnected', 'The call was ended.', '');
   }
 
   /** The person hangs up. */
