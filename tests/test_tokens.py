@@ -284,6 +284,7 @@ def test_healthz_openapi_and_methods(svc: TokenService) -> None:
     assert {"200", "400", "401", "429"} <= set(op["responses"])
     schema = op["requestBody"]["content"]["application/json"]["schema"]
     assert schema["additionalProperties"] is False and {"room", "identity", "name", "agent"} <= set(schema["properties"])
+    assert schema["properties"]["room"]["anyOf"][0]["pattern"] == "^(?:[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"
     r = request(svc.url, "GET", "/api/token")
     assert r.status == 405 and "method not allowed" in r.json()["error"] and r.headers["allow"] == "POST"
     assert request(svc.url, "GET", "/api/nothing").json() == {"error": "not found"}

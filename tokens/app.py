@@ -142,6 +142,10 @@ def create_app(opts: ServiceOptions) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    # The request schema, with this server's room rule in it (the pattern is configurable).
+    request_schema = TokenRequest.model_json_schema()
+    request_schema["properties"]["room"]["anyOf"][0]["pattern"] = f"^(?:{s.token_room_pattern})$"
+
     error_responses: dict[int | str, dict[str, Any]] = {
         400: {"model": ErrorResponse, "description": "Invalid request (the reason is in `error`)."},
         401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
@@ -156,7 +160,7 @@ def create_app(opts: ServiceOptions) -> FastAPI:
         openapi_extra={
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": TokenRequest.model_json_schema()}},
+                "content": {"application/json": {"schema": request_schema}},
             }
         },
     )
