@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend
+.PHONY: install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend sip-up sip-down sip-setup
 
-install: system-deps $(STAMP) $(BIN)/livekit-server frontend
+install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip frontend
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $$($(PY) --version)"
@@ -27,6 +27,10 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt scripts/build-llama-wheel
 $(BIN)/livekit-server: scripts/install-livekit-server.sh | $(BIN)/python
 	bash scripts/install-livekit-server.sh $(BIN)/livekit-server
 
+# LiveKit SIP (cgo: opus, soxr from system-deps) from the Go module proxy.
+$(BIN)/livekit-sip: scripts/install-livekit-sip.sh | $(BIN)/python system-deps
+	bash scripts/install-livekit-sip.sh $(BIN)/livekit-sip
+
 system-deps:
 	bash scripts/install-system-deps.sh
 
@@ -40,6 +44,18 @@ frontend/dist/index.html: $(FRONTEND_SRC) scripts/build-frontend.sh | system-dep
 
 run: install
 	bash scripts/run.sh
+
+# Telephony on loopback: Redis + livekit-server + livekit-sip in the background, then
+# trunks and dispatch rule. The worker runs separately (make run, or python -m agent start).
+sip-up: install
+	bash scripts/sip-up.sh
+
+sip-down:
+	bash scripts/sip-down.sh
+
+# (Re-)provision trunks and dispatch rule on a running server; idempotent.
+sip-setup: install
+	$(BIN)/parley-sip setup
 
 test: install
 	$(BIN)/ruff check agent tokens tests

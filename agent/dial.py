@@ -22,7 +22,7 @@ from typing import Any
 from livekit import api
 
 from .settings import Settings, SettingsError
-from .sip import API_ERRORS, api_error, find_outbound_trunk, http_url
+from .sip import API_ERRORS, api_error, find_outbound_trunk, http_url, quiet_dev_key_warning
 
 # E.164-ish: what a SIP trunk puts in the request URI's user part.
 _NUMBER = re.compile(r"\+?[0-9]{3,20}")
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = replace(settings, livekit_url=args.url or settings.livekit_url,
                        livekit_api_key=args.api_key or settings.livekit_api_key,
                        livekit_api_secret=args.api_secret or settings.livekit_api_secret)
+    quiet_dev_key_warning(settings)
     digits = number.lstrip("+")
     opts = DialOptions(
         number=number, agent=args.agent or settings.agent_name,

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import aiohttp
@@ -232,6 +233,12 @@ API_TIMEOUT_S = 20.0
 API_ERRORS = (api.TwirpError, asyncio.TimeoutError, aiohttp.ClientError, OSError)
 
 
+def quiet_dev_key_warning(settings: Settings) -> None:
+    """PyJWT warns on every token signed with the dev secret ("secret"); once is enough (README)."""
+    if settings.livekit_api_secret == "secret":
+        warnings.filterwarnings("ignore", message="The HMAC key is")
+
+
 def http_url(url: str) -> str:
     return url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
 
@@ -248,6 +255,7 @@ def api_error(e: BaseException, url: str) -> str:
 
 
 async def run_setup(settings: Settings, *, quiet: bool = True) -> SetupResult:
+    quiet_dev_key_warning(settings)
     lkapi = api.LiveKitAPI(http_url(settings.livekit_url), settings.livekit_api_key, settings.livekit_api_secret)
     try:
         res = await asyncio.wait_for(setup(lkapi, SipOptions.from_settings(settings)), API_TIMEOUT_S)
@@ -286,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         livekit_api_key=args.api_key or settings.livekit_api_key,
         livekit_api_secret=args.api_secret or settings.livekit_api_secret,
     )
+
+    quiet_dev_key_warning(settings)
 
     async def run() -> dict[str, object]:
         if args.action == "setup":

@@ -215,12 +215,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+_BINARIES = {"redis": "redis-server", "livekit-server": "livekit-server", "livekit-sip": "livekit-sip"}
+
+
 def _read_pid(name: str) -> int | None:
+    """The pid sip-up recorded, if that process still runs (and is still ours, not a reused pid)."""
     try:
         pid = int(_pid_file(name).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _alive(pid) and _BINARIES[name].encode() in cmdline else None
 
 
 def _lk_server_config(settings: Settings) -> str:
