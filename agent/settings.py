@@ -183,6 +183,8 @@ class Settings:
     health_port: int = 8081
     drain_timeout: int = 120
     load_threshold: float = 0.75
+    max_calls: int = 2  # calls one worker serves at once (agent/load.py)
+    load_cpu: bool = True  # also report measured CPU as load when it is higher
     idle_processes: int = 1
     report_dir: Path = field(default_factory=lambda: Path("reports"))
     log_level: str = "INFO"
@@ -272,6 +274,8 @@ class Settings:
             health_port=_int(env, "PARLEY_HEALTH_PORT", d.health_port),
             drain_timeout=_int(env, "PARLEY_DRAIN_TIMEOUT", d.drain_timeout),
             load_threshold=_float(env, "PARLEY_LOAD_THRESHOLD", d.load_threshold),
+            max_calls=_int(env, "PARLEY_MAX_CALLS", d.max_calls, min_value=1),
+            load_cpu=_bool(env, "PARLEY_LOAD_CPU", d.load_cpu),
             idle_processes=_int(env, "PARLEY_IDLE_PROCESSES", d.idle_processes),
             report_dir=Path(env.get("PARLEY_REPORT_DIR", "").strip() or d.report_dir).expanduser(),
             log_level=(env.get("PARLEY_LOG_LEVEL", "").strip() or d.log_level).upper(),

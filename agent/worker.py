@@ -9,6 +9,7 @@ from livekit import rtc
 from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io
 
 from .assistant import ParleyAgent
+from .load import LoadOptions, WorkerLoad
 from .providers import LocalModels, SessionModels, build_turn_detector, select_models
 from .providers.realtime import fail_over_to_local
 from .report import TurnTracker, write_report
@@ -37,6 +38,7 @@ server = AgentServer(
     port=settings.health_port,
     drain_timeout=settings.drain_timeout,
     load_threshold=settings.load_threshold,
+    load_fnc=WorkerLoad(LoadOptions.from_settings(settings)),
     num_idle_processes=settings.idle_processes,
     # Loading Whisper + llama.cpp + Piper takes a few seconds on 2 cores, more under load.
     initialize_process_timeout=120.0,
