@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend sip-up sip-down sip-setup
+.PHONY: install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup
 
-install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip frontend
+install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip $(BIN)/kustomize frontend
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $$($(PY) --version)"
@@ -30,6 +30,9 @@ $(BIN)/livekit-server: scripts/install-livekit-server.sh | $(BIN)/python
 # LiveKit SIP (cgo: opus, soxr from system-deps) from the Go module proxy.
 $(BIN)/livekit-sip: scripts/install-livekit-sip.sh | $(BIN)/python system-deps
 	bash scripts/install-livekit-sip.sh $(BIN)/livekit-sip
+
+$(BIN)/kustomize: scripts/install-kustomize.sh | $(BIN)/python
+	bash scripts/install-kustomize.sh $(BIN)/kustomize
 
 system-deps:
 	bash scripts/install-system-deps.sh
@@ -63,6 +66,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -ra -m "not e2e" $(PYTEST_ARGS)
+
+# Render every k8s overlay and run every manifest/Dockerfile check (installs its own tools).
+k8s-check:
+	bash scripts/k8s-check.sh
 
 bench: install
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
