@@ -203,7 +203,7 @@ class TokenService:
         out = log_path.open("ab")
         popen = subprocess.Popen(
             [str(BIN / "parley-tokens"), "--host", self.host, "--port", str(self.port)], cwd=ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         self.proc = Proc(name, popen, log_path)
         if not wait_port(self.port, timeout) or popen.poll() is not None:
