@@ -8,6 +8,8 @@ BIN=.venv/bin
 export LIVEKIT_URL="${LIVEKIT_URL:-ws://127.0.0.1:7880}"
 export LIVEKIT_API_KEY="${LIVEKIT_API_KEY:-devkey}"
 export LIVEKIT_API_SECRET="${LIVEKIT_API_SECRET:-secret}"
+# One worker on a shared dev machine: count calls, not host CPU (builds, browsers), as load.
+export PARLEY_LOAD_CPU="${PARLEY_LOAD_CPU:-0}"
 MODE="${PARLEY_MODE:-start}"
 mkdir -p logs
 pids=()
