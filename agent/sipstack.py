@@ -53,6 +53,16 @@ def tcp_port_free(port: int) -> bool:
     return True
 
 
+def redis_answers(port: int) -> bool:
+    """Whether a Redis server (any: ours, or a system one) answers PING on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:
+        return False
+
+
 def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> Proc:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = log_path.open("ab")
@@ -259,9 +269,12 @@ def up(settings: Settings) -> None:
 
     if pid := _read_pid("redis"):
         print(f"    redis-server already running (pid {pid}) on {settings.redis_address}")
+    elif not tcp_port_free(redis_port) and redis_answers(redis_port):
+        # e.g. Debian's redis-server service: any Redis will do, LiveKit keeps its own keys.
+        print(f"    using the Redis already answering on {settings.redis_address} (not started by sip-up)")
     else:
         if not tcp_port_free(redis_port):
-            raise StackError(f"port {redis_port} is taken by another program: set PARLEY_REDIS_ADDRESS")
+            raise StackError(f"port {redis_port} is taken by a program that is not Redis: set PARLEY_REDIS_ADDRESS")
         r = Redis(redis_port).start(STATE_DIR)
         _pid_file("redis").write_text(str(r.proc.popen.pid))  # type: ignore[union-attr]
         print(f"    redis-server on {r.address} (pid {r.proc.popen.pid})")  # type: ignore[union-attr]

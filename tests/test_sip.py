@@ -37,6 +37,7 @@ from .sip.sipp import SippRun, free_udp_port, sipp
 pytestmark = pytest.mark.e2e
 
 NUMBER = "+15550100"  # PARLEY_SIP_NUMBER default: the contract's inbound number
+OPERATOR = "tel:+15550123"  # PARLEY_SIP_TRANSFER_TO: where "press 0" sends the caller
 LEAD_S = 10.0  # silence before the caller speaks: answer + greeting fit in it
 ANSWER_S = 30.0  # time after the question for the spoken answer (generous: 2 busy cores)
 VALID_OFFER = ("v=0\r\no=sipp 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -109,7 +110,7 @@ def sip_worker(sip_env: dict[str, str], sip_setup: dict, sip_reports: Path, out_
     # PARLEY_LOAD_CPU=0: on a shared 2-core machine other processes' CPU must not
     # make the only worker refuse the test's calls.
     w = Worker(env={**sip_env, "PARLEY_REPORT_DIR": str(sip_reports), "PARLEY_IDLE_PROCESSES": "1",
-                    "PARLEY_LOAD_CPU": "0"})
+                    "PARLEY_LOAD_CPU": "0", "PARLEY_SIP_TRANSFER_TO": OPERATOR})
     w.start(out_dir / "logs", name="sip-worker")
     yield w
     w.stop()
@@ -284,6 +285,34 @@ def test_keypad_and_agent_hang_up(sip_stack: SipStack, sip_worker: Worker, sip_r
     assert "You pressed 1." in said and "Goodbye" in said, said
     assert _wait_rooms_gone(sip_stack, caller) == []
     print(f"keypad: BYE {bye.t - t_one:.1f}s after '1' was pressed")
+
+
+def test_transfer_to_operator(sip_stack: SipStack, sip_worker: Worker, sip_reports: Path,
+                              out_dir: Path) -> None:
+    """Keypad 0: the agent cold-transfers the caller (SIP REFER to the phone), then the call ends."""
+    assert sip_stack.sip is not None
+    caller = "+15550203"
+    work = out_dir / "sip" / "transfer"
+    work.mkdir(parents=True, exist_ok=True)
+    stream_pcap(work / "caller.pcap", Stream(bytes([ULAW_SILENCE]) * RATE * 30, 0.0, 0.0))
+    rec = RtpRecorder().start()
+    t_start = time.time()
+    try:
+        run = sipp("uac_transfer.xml", work, name="transfer", target=f"127.0.0.1:{sip_stack.sip.sip_port}",
+                   service=NUMBER, keys={"caller": caller, "rec_port": str(rec.port)}, timeout_s=90,
+                   media_port=rec.port + 2)
+        rc = run.wait(150)
+    finally:
+        rec.stop()
+    assert rc == 0, f"no REFER / BYE from the agent's side\n{run.log_tail()}"
+    refer = run.message_file.read_text(errors="replace")
+    assert "Refer-To:" in refer and "15550123" in refer.split("Refer-To:", 1)[1].splitlines()[0]
+    report = _wait_report(sip_reports, caller, t_start)
+    assert report["phone"]["dtmf"] == ["0"], report["phone"]
+    assert report["phone"]["transfer"] == f"transferred to {OPERATOR}", report["phone"]
+    assert report["phone"]["ended_by"] == "transfer"
+    assert any("Transferring" in t for t in _texts(report, "assistant"))
+    assert _wait_rooms_gone(sip_stack, caller) == []
 
 
 def test_outbound_dial(sip_stack: SipStack, sip_worker: Worker, sip_env: dict[str, str], uas_port: int,
