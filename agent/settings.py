@@ -324,6 +324,10 @@ class Settings:
         for selected, var in needs:
             if not getattr(self, var.lower()):
                 raise SettingsError(f"{selected} needs {var}, which is not set (environment or .env)")
+        if self.pipeline == "cascade" and self.tts == "local" and self.tts_voice and not Path(self.tts_voice).is_file():
+            raise SettingsError(f"PARLEY_TTS_VOICE={self.tts_voice!r}: with PARLEY_TTS=local it must be a Piper .onnx file")
+        if self.llm == "local" and self.llm_model and not Path(self.llm_model).is_file():
+            raise SettingsError(f"PARLEY_LLM_MODEL={self.llm_model!r}: with PARLEY_LLM=local it must be a GGUF file")
         if self.tools and self.cloud_llm and not self.knowledge_file.is_file():
             raise SettingsError(f"PARLEY_KNOWLEDGE_FILE={str(self.knowledge_file)!r} is not a readable file")
         for url_var in ("OPENAI_BASE_URL", "DEEPGRAM_BASE_URL"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from livekit import rtc
-from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, room_io
+from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, llm, room_io
 
 from .assistant import ParleyAgent
 from .load import LoadOptions, WorkerLoad
@@ -119,9 +119,14 @@ async def entrypoint(ctx: JobContext) -> None:
     logger.info("providers room=%s %s", room, " ".join(f"{k}={v}" for k, v in chosen.providers.items()))
     session = build_session(models, chosen)
     if chosen.realtime and settings.fallback:
-        fail_over_to_local(session, lambda chat_ctx: ParleyAgent(
-            settings, greeting=REALTIME_LOST, chat_ctx=chat_ctx, tools=[], stt=models.stt, llm=models.llm,
-            tts=models.tts, turn_handling={"turn_detection": build_turn_detector()}))
+        def local_takeover(chat_ctx: llm.ChatContext) -> ParleyAgent:
+            # Apologise only if the caller had said something the failed model may have lost.
+            asked = any(i.type == "message" and i.role == "user" for i in chat_ctx.items)
+            return ParleyAgent(settings, greeting=REALTIME_LOST if asked else "", chat_ctx=chat_ctx, tools=[],
+                               stt=models.stt, llm=models.llm, tts=models.tts,
+                               turn_handling={"turn_detection": build_turn_detector()})
+
+        fail_over_to_local(session, local_takeover)
     tracker = TurnTracker(room=room, participant=participant.identity)
     tracker.attach(session)
     if line is not None:

@@ -48,7 +48,9 @@ def local_llm(settings: Settings) -> LlamaLLM:
 
 
 def local_tts(settings: Settings) -> PiperTTS:
-    path = Path(settings.tts_voice) if settings.tts == "local" and settings.tts_voice else models.piper_joe()
+    # With the realtime pipeline PARLEY_TTS_VOICE names the realtime model's voice, not a Piper file.
+    own_voice = settings.tts == "local" and settings.tts_voice and settings.pipeline != "realtime"
+    path = Path(settings.tts_voice) if own_voice else models.piper_joe()
     return PiperTTS(PiperOptions(model_path=path))
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from livekit.agents import Agent, AgentSession, llm
+from livekit.agents import Agent, AgentSession, APIError, llm
 from livekit.agents.types import APIConnectOptions
 from livekit.agents.voice.events import ErrorEvent
 from livekit.plugins.openai import realtime
@@ -52,6 +52,31 @@ class RealtimeOptions:
         )
 
 
+class _Session(realtime.RealtimeSession):
+    async def aclose(self) -> None:
+        # A session whose connection failed for good re-raises that failure on close, which
+        # would stop the session handing the call to the local pipeline; it was already
+        # reported through the session's "error" event.
+        try:
+            await super().aclose()
+        except APIError:
+            pass
+
+    async def update_chat_ctx(self, chat_ctx: llm.ChatContext) -> None:
+        # After a fatal connection failure there is no server copy to keep in step; waiting
+        # for its acknowledgement would hold the hand-over to the local pipeline for 5 s.
+        if self._main_atask.done():
+            return
+        await super().update_chat_ctx(chat_ctx)
+
+
+class RealtimeModel(realtime.RealtimeModel):
+    def session(self, *, turn_detection_disabled: bool = False) -> realtime.RealtimeSession:
+        sess = _Session(self, turn_detection_disabled=turn_detection_disabled)
+        self._sessions.add(sess)
+        return sess
+
+
 def realtime_model(opts: RealtimeOptions) -> realtime.RealtimeModel:
     detection: ServerVad | SemanticVad
     if opts.turn_detection == "semantic_vad":
@@ -62,7 +87,7 @@ def realtime_model(opts: RealtimeOptions) -> realtime.RealtimeModel:
             prefix_padding_ms=opts.prefix_padding_ms, create_response=True, interrupt_response=True,
         )
     kwargs = {"base_url": opts.base_url} if opts.base_url else {}
-    return realtime.RealtimeModel(
+    return RealtimeModel(
         model=opts.model,
         voice=opts.voice,
         api_key=opts.api_key,
