@@ -151,6 +151,7 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         logger.info("callee %s room=%s", "answered" if ok else "did not answer", self.ctx.room.name)
         if not ok:
             self._end("no answer")
+            self.ctx.proc.userdata.pop(("phone", self.ctx.job.id), None)  # no session, no report
             self.ctx.shutdown(reason="callee did not answer")
         return ok
 

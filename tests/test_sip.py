@@ -22,6 +22,7 @@ from livekit import api
 
 from agent.devstack import BIN, ROOT, Worker
 from agent.sipstack import SipStack
+from agent.telephony import GOODBYE
 
 from .sip.rtp import (
     RATE,
@@ -285,6 +286,40 @@ def test_keypad_and_agent_hang_up(sip_stack: SipStack, sip_worker: Worker, sip_r
     assert "You pressed 1." in said and "Goodbye" in said, said
     assert _wait_rooms_gone(sip_stack, caller) == []
     print(f"keypad: BYE {bye.t - t_one:.1f}s after '1' was pressed")
+
+
+def test_spoken_goodbye_hangs_up(sip_stack: SipStack, sip_worker: Worker, sip_reports: Path,
+                                 out_dir: Path) -> None:
+    """A caller who only says goodbye is answered with a goodbye and a BYE, without the LLM."""
+    assert sip_stack.sip is not None
+    caller = "+15550204"
+    work = out_dir / "sip" / "goodbye"
+    work.mkdir(parents=True, exist_ok=True)
+    # Spoken by espeak-ng, made 8 kHz G.711 µ-law by sox, as a phone would send it.
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(work / "goodbye-22k.wav"),
+                    "Goodbye, thank you."], check=True, timeout=60)
+    subprocess.run(["sox", str(work / "goodbye-22k.wav"), "-r", "8000", "-c", "1", "-e", "u-law", "-b", "8",
+                    str(work / "goodbye.wav")], check=True, timeout=60)
+    stream = caller_stream(wav_ulaw_payload(work / "goodbye.wav"), lead_s=LEAD_S, tail_s=40.0)
+    stream_pcap(work / "caller.pcap", stream)
+    rec = RtpRecorder().start()
+    t_start = time.time()
+    try:
+        run = sipp("uac_wait_bye.xml", work, name="goodbye", target=f"127.0.0.1:{sip_stack.sip.sip_port}",
+                   service=NUMBER, keys={"caller": caller, "rec_port": str(rec.port)}, timeout_s=90,
+                   media_port=rec.port + 2)
+        rc = run.wait(150)
+    finally:
+        rec.stop()
+    assert rc == 0, f"the agent did not hang up\n{run.log_tail()}"
+    ack = run.first(sent=True, startswith="ACK")
+    assert ack is not None
+    end = ack.t + stream.speech_end_s
+    assert any(t > end for t in rec.voice_times()), "no spoken goodbye before the BYE"
+    report = _wait_report(sip_reports, caller, t_start)
+    assert report["phone"]["ended_by"] == "caller goodbye", (report["phone"], _texts(report, "user"))
+    assert _texts(report, "assistant")[-1] == GOODBYE
+    assert _wait_rooms_gone(sip_stack, caller) == []
 
 
 def test_transfer_to_operator(sip_stack: SipStack, sip_worker: Worker, sip_reports: Path,
