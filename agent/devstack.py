@@ -6,6 +6,7 @@ on free ports so several stacks never collide.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -13,10 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -214,3 +217,64 @@ class TokenService:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
         return self.proc.stop(sig, timeout) if self.proc else None
+
+
+@dataclass
+class Call:
+    """`parley-call --json` running in the background; every event is kept with the
+    monotonic time it arrived, so tests can relate a call's answers to other events
+    (a SIGTERM, a crash) while it runs."""
+
+    server: LiveKitServer
+    audio: list[Path]
+    room: str = field(default_factory=lambda: "call-" + secrets.token_hex(4))
+    timeout: float = 60.0
+    popen: subprocess.Popen[str] | None = None
+    events: list[tuple[float, dict[str, object]]] = field(default_factory=list)
+    stderr: str = ""
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> Call:
+        cmd = [str(BIN / "parley-call"), "--url", self.server.url, "--api-key", self.server.api_key,
+               "--api-secret", self.server.api_secret, "--json", "--room", self.room,
+               "--timeout", str(self.timeout)]
+        for clip in self.audio:
+            cmd += ["--audio", str(clip)]
+        self.popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, preexec_fn=_die_with_parent)
+
+        def read_events(stream: IO[str]) -> None:
+            for line in stream:
+                if line.startswith("{"):
+                    self.events.append((time.monotonic(), json.loads(line)))
+
+        def read_stderr(stream: IO[str]) -> None:
+            self.stderr = stream.read()
+
+        assert self.popen.stdout and self.popen.stderr
+        self._threads = [threading.Thread(target=read_events, args=(self.popen.stdout,), daemon=True),
+                         threading.Thread(target=read_stderr, args=(self.popen.stderr,), daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def wait(self, timeout: float = 240.0) -> int:
+        assert self.popen is not None
+        try:
+            rc = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            rc = self.popen.wait(5)
+        for t in self._threads:
+            t.join(5)
+        return rc
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def of(self, kind: str) -> list[tuple[float, dict[str, object]]]:
+        return [(t, e) for t, e in self.events if e.get("event") == kind]
+
+    @property
+    def answers(self) -> list[str]:
+        return [str(e.get("agent_text") or "") for _, e in self.of("turn")]
