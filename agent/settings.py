@@ -54,7 +54,8 @@ def _choice(env: dict[str, str], name: str, default: str, allowed: tuple[str, ..
     return value
 
 
-def _float(env: dict[str, str], name: str, default: float, *, min_value: float = 0.0) -> float:
+def _float(env: dict[str, str], name: str, default: float, *, min_value: float = 0.0,
+           max_value: float | None = None) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -64,6 +65,8 @@ def _float(env: dict[str, str], name: str, default: float, *, min_value: float =
         raise SettingsError(f"{name}={raw!r} is not a number") from None
     if value < min_value:
         raise SettingsError(f"{name}={raw!r} must be >= {min_value}")
+    if max_value is not None and value > max_value:
+        raise SettingsError(f"{name}={raw!r} must be <= {max_value}")
     return value
 
 
@@ -273,7 +276,8 @@ class Settings:
             interrupt_min_duration=_float(env, "PARLEY_INTERRUPT_MIN_DURATION", d.interrupt_min_duration),
             health_port=_int(env, "PARLEY_HEALTH_PORT", d.health_port),
             drain_timeout=_int(env, "PARLEY_DRAIN_TIMEOUT", d.drain_timeout),
-            load_threshold=_float(env, "PARLEY_LOAD_THRESHOLD", d.load_threshold),
+            # LiveKit's load is a fraction of capacity: above 1 a worker would never be full.
+            load_threshold=_float(env, "PARLEY_LOAD_THRESHOLD", d.load_threshold, max_value=1.0),
             max_calls=_int(env, "PARLEY_MAX_CALLS", d.max_calls, min_value=1),
             load_cpu=_bool(env, "PARLEY_LOAD_CPU", d.load_cpu),
             idle_processes=_int(env, "PARLEY_IDLE_PROCESSES", d.idle_processes),
