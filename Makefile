@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
+.PHONY: bench-fallback install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
 
 install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip $(BIN)/kustomize frontend
 
@@ -59,6 +59,10 @@ sip-down:
 # (Re-)provision trunks and dispatch rule on a running server; idempotent.
 sip-setup: install
 	$(BIN)/parley-sip setup
+
+# Cloud failure → first local audio, per failure mode, against the local stack alone.
+bench-fallback: install
+	$(BIN)/python scripts/bench_fallback.py $(BENCH_ARGS)
 
 # Turn latency, phone (sipp + LiveKit SIP) vs WebRTC (parley-call), same worker and audio.
 bench-sip: install

@@ -1,7 +1,7 @@
 """Function tools for models that can call them (a cloud LLM or the realtime model).
 
-- `end_call`: says goodbye, then closes the session; the worker deletes the room when
-  the session closes (RoomOptions.delete_room_on_close), which ends the call for everyone.
+- `end_call`: says goodbye, then closes the session and deletes the room, which ends the
+  call for everyone (a SIP caller gets a BYE) and the job with it.
 - `lookup`: answers questions about the business from a pluggable `KnowledgeSource`;
   the default is a small Markdown FAQ (agent/knowledge/faq.md) searched by keywords. A
   lookup that takes longer than `tool_ack_delay` speaks a short acknowledgement first
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from livekit.agents import RunContext, function_tool, llm
+from livekit.agents import RunContext, function_tool, get_job_context, llm
 
 from .settings import Settings
 
@@ -116,8 +116,26 @@ def end_call_tool(settings: Settings) -> llm.FunctionTool:
         # No tool reply is generated for a None result: the goodbye below is the last word.
         handle = session.say(goodbye, allow_interruptions=False)
         handle.add_done_callback(lambda _h: session.shutdown(drain=True))
+        session.once("close", lambda _ev: _end_room())
 
     return end_call
+
+
+def _end_room() -> None:
+    """Once the session has closed: delete the room and end the job (no room in text mode)."""
+    try:
+        job = get_job_context()
+    except RuntimeError:
+        return
+
+    async def delete_room() -> None:
+        try:
+            await job.delete_room()
+        except Exception as e:  # already gone (the worker may delete it on close too)
+            logger.debug("room delete after end_call: %s", e)
+
+    job.add_shutdown_callback(delete_room)
+    job.shutdown(reason="end_call")
 
 
 def lookup_tool(settings: Settings, source: KnowledgeSource) -> llm.FunctionTool:

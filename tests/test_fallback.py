@@ -185,3 +185,10 @@ async def test_fallback_off_uses_the_cloud_provider_alone(local, openai_fake):
     chosen = select_models(settings, local)
     assert type(chosen.llm).__name__ == "LLM" and type(chosen.tts).__name__ == "OpenAITTS"
     assert "fallback" not in chosen.providers["llm"]
+    assert chosen.stt is local.stt  # stages left local stay local
+
+
+def test_realtime_replaces_the_cascade(local):
+    chosen = select_models(Settings(pipeline="realtime", openai_api_key="sk-rt"), local)
+    assert chosen.realtime and type(chosen.llm).__name__ == "RealtimeModel"
+    assert chosen.tts is local.tts  # Piper still speaks the fixed phrases
