@@ -125,7 +125,19 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         return line
 
     async def answered(self) -> bool:
-        """Outbound: wait until the callee picks up (False: no answer, busy, hung up)."""
+        """Whether there is a call to talk on; outbound, waits until the callee picks up.
+
+        False (no answer, busy, the phone already gone) ends the job and its room.
+        """
+        ok = await self._wait_answer()
+        if not ok:
+            self._end("no answer")
+            self.ctx.proc.userdata.pop(("phone", self.ctx.job.id), None)  # no session, no report
+            self.ctx.add_shutdown_callback(self._delete_room)
+            self.ctx.shutdown(reason="callee did not answer")
+        return ok
+
+    async def _wait_answer(self) -> bool:
         participant = self.ctx.room.remote_participants.get(self.call.identity)
         if self.call.direction == "inbound" or participant is None:
             return participant is not None
@@ -149,10 +161,6 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
             self.ctx.room.off("participant_attributes_changed", check)
             self.ctx.room.off("participant_disconnected", check)
         logger.info("callee %s room=%s", "answered" if ok else "did not answer", self.ctx.room.name)
-        if not ok:
-            self._end("no answer")
-            self.ctx.proc.userdata.pop(("phone", self.ctx.job.id), None)  # no session, no report
-            self.ctx.shutdown(reason="callee did not answer")
         return ok
 
     def agent(self) -> PhoneAgent:

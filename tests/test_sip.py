@@ -395,6 +395,23 @@ def test_outbound_dial(sip_stack: SipStack, sip_worker: Worker, sip_env: dict[st
     assert any("calling" in t for t in _texts(report, "assistant")), _texts(report, "assistant")
 
 
+def test_outbound_busy_leaves_nothing(sip_stack: SipStack, sip_worker: Worker, sip_env: dict[str, str],
+                                       uas_port: int, out_dir: Path) -> None:
+    """A busy callee: parley-dial says so in one line, exits 1, and no room is left behind."""
+    before = set(_rooms(sip_stack))
+    run = sipp("uas_busy.xml", out_dir / "sip" / "busy", name="busy", timeout_s=60, local_port=uas_port)
+    time.sleep(0.5)
+    dial = subprocess.run([str(BIN / "parley-dial"), "+15550143", "--json"], env=sip_env, capture_output=True,
+                          text=True, timeout=90, cwd=ROOT)
+    assert run.wait(30) == 0, run.log_tail()
+    assert dial.returncode == 1, dial.stdout + dial.stderr
+    assert json.loads(dial.stdout)["sip_status_code"] == 486
+    assert dial.stderr.strip().splitlines() == [dial.stderr.strip()] and "486" in dial.stderr
+    assert "Traceback" not in dial.stderr
+    assert _wait_rooms_gone(sip_stack, "dial-15550143") == []
+    assert set(_rooms(sip_stack)) - before == set()
+
+
 def test_dial_rejects_bad_number(sip_env: dict[str, str]) -> None:
     p = subprocess.run([str(BIN / "parley-dial"), "call-me-maybe"], env=sip_env, capture_output=True, text=True,
                        timeout=30, cwd=ROOT)
