@@ -23,7 +23,7 @@ from livekit.agents import AgentSession, stt, utils
 from agent.assistant import ParleyAgent
 from agent.providers import LocalModels, select_models
 from agent.settings import Settings
-from tests.fakes import DeepgramFake, OpenAIFake, closed_port
+from tests.fakes import DeepgramFake, OpenAIFake, RealtimeFake, closed_port
 
 TIMEOUT = 1.5  # PARLEY_FALLBACK_TIMEOUT for these tests
 MODES = ["refused", "http500", "close_mid", "stall", "stall_mid"]
@@ -192,3 +192,44 @@ def test_realtime_replaces_the_cascade(local):
     chosen = select_models(Settings(pipeline="realtime", openai_api_key="sk-rt"), local)
     assert chosen.realtime and type(chosen.llm).__name__ == "RealtimeModel"
     assert chosen.tts is local.tts  # Piper still speaks the fixed phrases
+
+
+# --- realtime ------------------------------------------------------------------------------
+
+async def test_realtime_dropping_mid_call_hands_over_to_the_local_pipeline(local):
+    """The realtime service drops the connection mid-answer and refuses the reconnect: the
+    call moves to the local pipeline with its history, apologises, and answers from then on."""
+    from agent.providers.realtime import RealtimeOptions, fail_over_to_local, realtime_model
+
+    with RealtimeFake() as fake:
+        s = Settings(pipeline="realtime", openai_api_key="sk-rt", openai_base_url=fake.base_url, fallback=True)
+        session = AgentSession(llm=realtime_model(RealtimeOptions.from_settings(s)))
+        takeovers: list[bool] = []
+
+        def local_takeover(chat_ctx):
+            asked = any(i.type == "message" and i.role == "user" for i in chat_ctx.items)
+            takeovers.append(asked)
+            return ParleyAgent(s, greeting="Sorry, could you say that again?" if asked else "",
+                               chat_ctx=chat_ctx, tools=[], llm=local.llm)
+
+        fail_over_to_local(session, local_takeover)
+        await session.start(ParleyAgent(s, greeting=""))
+        try:
+            first = await session.run(user_input="What is the capital of France?")
+            assert "Paris" in first.expect.next_event().is_message(role="assistant").event().item.text_content
+            fake.mode, fake.down_after_close = "close_mid", True
+            await session.run(user_input="Tell me about London.")
+            for _ in range(100):  # the reconnect is refused, then the hand-over
+                if session.current_agent.llm is local.llm:
+                    break
+                await asyncio.sleep(0.1)
+            assert takeovers == [True] and session.current_agent.llm is local.llm
+            await asyncio.sleep(1.0)
+            said = [i.text_content for i in session.history.items if i.type == "message" and i.role == "assistant"]
+            assert "Sorry, could you say that again?" in said, said
+            third = await session.run(user_input="What is the capital of France?")
+            answer = third.expect.next_event().is_message(role="assistant").event().item.text_content
+            assert "paris" in answer.lower(), answer
+        finally:
+            await session.aclose()
+    assert len(fake.requests) >= 2  # the first connection, then the refused reconnect

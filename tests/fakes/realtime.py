@@ -49,6 +49,7 @@ class RealtimeFake(ThreadedServer):
         self.default_transcript = "What is the capital of France?"
         self.answer = answer
         self.mode: Failure = "ok"
+        self.down_after_close = False  # close_mid, then refuse every reconnection (HTTP 500)
         self.client_events: list[dict[str, Any]] = []  # everything but audio appends
         self.audio_bytes = 0
         self.session: dict[str, Any] = {}  # merged session.update payloads
@@ -105,6 +106,7 @@ class _Connection:
         self.buffer_s = 0.0
         self.response: asyncio.Task[None] | None = None
         self.response_id = ""
+        self.last_user_text = ""
 
     async def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", self.fake.new_id("event"))
@@ -130,6 +132,8 @@ class _Connection:
                 await self.send({"type": "session.updated", "session": self.fake.session})
             elif kind == "conversation.item.create":
                 item = dict(ev["item"])
+                if item.get("role") == "user":
+                    self.last_user_text = " ".join(c.get("text") or "" for c in item.get("content", []))
                 item.setdefault("id", self.fake.new_id("item"))
                 prev = ev.get("previous_item_id") or (self.items[-1] if self.items else None)
                 self.items.append(item["id"])
@@ -155,7 +159,8 @@ class _Connection:
             elif kind == "response.create":
                 await self.cancel_response()
                 params = ev.get("response") or {}
-                text = params.get("instructions") or "How can I help you?"
+                text = params.get("instructions") or (
+                    self.fake.answer(self.last_user_text) if self.last_user_text else "How can I help you?")
                 self.start_response(text, metadata=params.get("metadata"))
             elif kind == "response.cancel":
                 await self.cancel_response()
@@ -247,6 +252,8 @@ class _Connection:
                 record["audio_s_sent"] = round(record["audio_s_sent"] + CHUNK_S, 2)
                 if i == 0 and self.fake.mode == "close_mid":
                     self.fake.failed()
+                    if self.fake.down_after_close:
+                        self.fake.mode = "http500"
                     await self.ws.close(code=1011, message=b"fake outage")
                     return
                 await asyncio.sleep(CHUNK_S / 2)  # faster than real time, as the API streams
