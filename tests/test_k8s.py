@@ -26,13 +26,13 @@ OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization
 K8S_VERSION = "1.30.0"
 # Time a worker needs after its drain timeout: session reports, process shutdown.
 SHUTDOWN_MARGIN_S = 10
-# scripts/call_footprint.py on the 2-core dev box (README "Deployment"), in PSS (what
-# the pod's cgroup is charged; RSS double-counts pages shared with the fork server):
-# main process + fork server ~270 MiB, a job process with Whisper tiny.en + SmolLM2 +
-# Piper loaded ~420 MiB idle and ~500 MiB in a call; a 2-turn call averages 0.5 core
-# and bursts to 1.15 cores over 2 s (PARLEY_LLM_THREADS=1).
-JOB_PROCESS_MIB = 550
-WORKER_BASE_MIB = 300
+# scripts/call_footprint.py on the 2-core dev box (README "Deployment"), memory in PSS
+# (what the pod's cgroup is charged; RSS double-counts pages shared with the fork
+# server): main process + fork server ~400 MiB, each job process with Whisper tiny.en +
+# SmolLM2 + Piper loaded ~350-450 MiB; a 2-turn call averages 0.5 core and bursts to
+# ~1.2 cores over 2 s (PARLEY_LLM_THREADS=1).
+JOB_PROCESS_MIB = 450
+WORKER_BASE_MIB = 400
 MEMORY_HEADROOM = 1.25  # longer calls, bigger chat history, allocator slack
 CORES_PER_CALL = 0.5
 LIVEKIT_VARS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
