@@ -33,7 +33,8 @@ class FallbackLog:
 
     def watch(self, stage: str, adapter: Any, event: str) -> None:
         def on_change(ev: Any) -> None:
-            label = getattr(getattr(ev, stage, None), "label", "?")
+            instance = getattr(ev, stage, None)
+            label = _name(instance) if instance is not None else "?"
             entry = {"at": time.time(), "stage": stage, "provider": label, "available": ev.available}
             self.events.append(entry)
             (logger.info if ev.available else logger.warning)(
