@@ -1,9 +1,9 @@
 """Cloud STT: Deepgram live streaming (`/v1/listen` websocket) through livekit-plugins-deepgram.
 
-Deepgram answers a live stream with a message at least every second or so of audio
-(empty `Results` during silence), so audio flowing for `timeout` seconds with no message
-back means the stream has stalled: it is failed over to the local Whisper instead of
-leaving the caller unheard.
+Deepgram answers a live stream with `Results` every few seconds of audio, empty ones
+during silence, so audio flowing for `stall_timeout` seconds (twice the fallback timeout,
+to leave a quiet but healthy stream alone) with no message back means the stream has
+stalled: it is failed over to the local Whisper instead of leaving the caller unheard.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ class DeepgramOptions:
     model: str = "nova-3"
     language: str = "en-US"
     base_url: str = ""  # API root (…/v1) or the full …/v1/listen URL; empty: Deepgram's
-    timeout: float = 5.0
+    timeout: float = 5.0  # connecting
+    stall_timeout: float = 10.0  # audio streamed with no message back
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeepgramOptions:
         return cls(api_key=settings.deepgram_api_key, model=settings.deepgram_model,
                    language=settings.deepgram_language, base_url=settings.deepgram_base_url,
-                   timeout=settings.fallback_timeout)
+                   timeout=settings.fallback_timeout, stall_timeout=2 * settings.fallback_timeout)
 
     @property
     def listen_url(self) -> str:
@@ -51,7 +52,7 @@ class DeepgramSTT(deepgram.STT):
     def __init__(self, opts: DeepgramOptions, **kwargs: Any) -> None:
         super().__init__(model=opts.model, language=opts.language, api_key=opts.api_key,
                          base_url=opts.listen_url, **kwargs)
-        self._stall_timeout = opts.timeout
+        self._stall_timeout = opts.stall_timeout
 
     def stream(
         self,
