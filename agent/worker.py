@@ -116,6 +116,7 @@ async def entrypoint(ctx: JobContext) -> None:
     models = ctx.proc.userdata["models"]
     chosen = select_models(settings, models)
     ctx.proc.userdata[("providers", ctx.job.id)] = chosen
+    ctx.add_shutdown_callback(chosen.aclose)  # this call's cloud clients; local models stay loaded
     logger.info("providers room=%s %s", room, " ".join(f"{k}={v}" for k, v in chosen.providers.items()))
     session = build_session(models, chosen)
     if chosen.realtime and settings.fallback:

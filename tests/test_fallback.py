@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from livekit import rtc
-from livekit.agents import AgentSession, stt, utils
+from livekit.agents import AgentSession, llm, stt, utils
 
 from agent.assistant import ParleyAgent
 from agent.providers import LocalModels, select_models
@@ -186,6 +186,9 @@ async def test_fallback_off_uses_the_cloud_provider_alone(local, openai_fake):
     assert type(chosen.llm).__name__ == "LLM" and type(chosen.tts).__name__ == "OpenAITTS"
     assert "fallback" not in chosen.providers["llm"]
     assert chosen.stt is local.stt  # stages left local stay local
+    await chosen.aclose()  # the call's cloud clients close with it; the local models stay usable
+    assert chosen.llm._client.is_closed()
+    assert local.llm.messages(llm.ChatContext()) == []
 
 
 def test_realtime_replaces_the_cascade(local):

@@ -53,6 +53,15 @@ class SessionModels:
     realtime: bool = False
     providers: dict[str, str] = field(default_factory=dict)  # stage -> "cloud → local" description
     fallbacks: FallbackLog = field(default_factory=FallbackLog)
+    owned: list[Any] = field(default_factory=list)  # made for this call (not the shared local models)
+
+    async def aclose(self) -> None:
+        """Close this call's cloud clients and adapters (their HTTP pools, recovery probes)."""
+        for item in reversed(self.owned):
+            try:
+                await item.aclose()
+            except Exception as e:  # closing must never fail a call's teardown
+                logger.debug("closing %s: %s", type(item).__name__, e)
 
 
 def _name(p: stt.STT | llm.LLM | tts.TTS | llm.RealtimeModel) -> str:
@@ -67,43 +76,51 @@ def select_models(settings: Settings, local: Any) -> SessionModels:
         # Piper still speaks the fixed phrases (greeting, goodbye, tool acknowledgements).
         return SessionModels(stt=local.stt, llm=model, tts=local.tts, realtime=True,
                              providers={"realtime": _name(model), "tts (fixed phrases)": _name(local.tts)},
-                             fallbacks=log)
+                             fallbacks=log, owned=[model])
 
     timeout = settings.fallback_timeout
     chosen_stt: stt.STT = local.stt
     chosen_llm: llm.LLM = local.llm
     chosen_tts: tts.TTS = local.tts
     providers = {"stt": _name(local.stt), "llm": _name(local.llm), "tts": _name(local.tts)}
+    owned: list[Any] = []
 
     if settings.stt == "deepgram":
         cloud_stt = DeepgramSTT(DeepgramOptions.from_settings(settings))
         providers["stt"] = _name(cloud_stt)
         chosen_stt = cloud_stt
+        owned.append(cloud_stt)
         if settings.fallback:
             # Whisper is not a streaming model: the adapter runs it behind the VAD.
             chosen_stt = stt.FallbackAdapter([cloud_stt, local.stt], vad=local.vad, attempt_timeout=timeout,
                                              max_retry_per_stt=0, retry_interval=0.5)
             log.watch("stt", chosen_stt, "stt_availability_changed")
+            owned.append(chosen_stt)
     if settings.llm == "openai":
         cloud_llm = openai_llm(OpenAILLMOptions.from_settings(settings))
         providers["llm"] = _name(cloud_llm)
         chosen_llm = cloud_llm
+        owned.append(cloud_llm)
         if settings.fallback:
             # retry_on_chunk_sent: a reply cut off mid-stream is answered again by the local
             # model rather than left half-said.
             chosen_llm = llm.FallbackAdapter([cloud_llm, local.llm], attempt_timeout=timeout,
                                              max_retry_per_llm=0, retry_on_chunk_sent=True)
             log.watch("llm", chosen_llm, "llm_availability_changed")
+            owned.append(chosen_llm)
     if settings.tts == "openai":
         cloud_tts = OpenAITTS(OpenAITTSOptions.from_settings(settings))
         providers["tts"] = _name(cloud_tts)
         chosen_tts = cloud_tts
+        owned.append(cloud_tts)
         if settings.fallback:
             chosen_tts = tts.FallbackAdapter([cloud_tts, local.tts], max_retry_per_tts=0)
             log.watch("tts", chosen_tts, "tts_availability_changed")
+            owned.append(chosen_tts)
 
     if settings.fallback:
         for stage in ("stt", "llm", "tts"):
             if getattr(settings, stage) != "local":
                 providers[stage] += f" -> fallback {_name(getattr(local, stage))}"
-    return SessionModels(stt=chosen_stt, llm=chosen_llm, tts=chosen_tts, providers=providers, fallbacks=log)
+    return SessionModels(stt=chosen_stt, llm=chosen_llm, tts=chosen_tts, providers=providers, fallbacks=log,
+                         owned=owned)
