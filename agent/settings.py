@@ -20,11 +20,11 @@ LLMProvider = Literal["local", "openai"]
 TTSProvider = Literal["local", "openai"]
 Pipeline = Literal["cascade", "realtime"]
 
+# Tuned on SmolLM2-135M: it follows short, concrete prompts; longer rule lists make it ramble.
 DEFAULT_INSTRUCTIONS = (
-    "You are Parley, a friendly voice assistant on a live call. "
-    "Answer in one or two short sentences of plain spoken English. "
-    "No lists, no markdown, no emojis. "
-    "If the user tells you their name, use it when they ask for it."
+    "You are Parley, a helpful voice assistant talking with a user on the phone. "
+    "Keep every answer to one short sentence in plain English. "
+    "Remember what the user tells you, such as their name."
 )
 # Room names a browser may ask for: short, URL- and log-safe.
 DEFAULT_TOKEN_ROOM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
@@ -177,7 +177,7 @@ class Settings:
     # Conversation behaviour
     instructions: str = DEFAULT_INSTRUCTIONS
     greeting: str = DEFAULT_GREETING
-    vad_min_silence: float = 0.3
+    vad_min_silence: float = 0.25
     endpointing_min_delay: float = 0.2
     endpointing_max_delay: float = 2.0
     interrupt_min_duration: float = 0.4

@@ -77,7 +77,8 @@ def build_session(models: LocalModels, chosen: SessionModels | None = None) -> A
                 "min_duration": settings.interrupt_min_duration,
                 "false_interruption_timeout": 1.5,
             },
-            "preemptive_generation": {"enabled": True},
+            # LLM and TTS start on the final transcript, before the turn is confirmed.
+            "preemptive_generation": {"enabled": True, "preemptive_tts": True},
         },
     )
 
@@ -145,6 +146,9 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=room_io.RoomOptions(
             participant_identity=participant.identity,
             audio_input=room_io.AudioInputOptions(sample_rate=16000, frame_size_ms=20),
+            # A call is one caller and one agent: when the session ends (hang-up, end_call),
+            # the room goes too, so the job ends now instead of after the empty-room timeout.
+            delete_room_on_close=True,
         ),
         record=False,
     )
