@@ -240,8 +240,10 @@ class Call:
                "--timeout", str(self.timeout)]
         for clip in self.audio:
             cmd += ["--audio", str(clip)]
+        # No preexec_fn: tests start callers while other callers' reader threads run, and a
+        # fork with threads must exec at once. A caller ends by itself (its --timeout).
         self.popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, preexec_fn=_die_with_parent)
+                                      text=True)
 
         def read_events(stream: IO[str]) -> None:
             for line in stream:
@@ -271,6 +273,20 @@ class Call:
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    def describe(self) -> str:
+        """One line for a failure message: what the caller process is doing."""
+        if self.popen is None:
+            return "not started"
+        if self.popen.poll() is not None:
+            return f"exited {self.popen.returncode}: {self.stderr.strip()[-500:]}"
+        try:
+            pid = self.popen.pid
+            cmd = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:120]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError as e:
+            return f"running, unreadable: {e}"
+        return f"running pid {pid} in {wchan!r}, {len(self.events)} events: {cmd}"
 
     def of(self, kind: str) -> list[tuple[float, dict[str, object]]]:
         return [(t, e) for t, e in self.events if e.get("event") == kind]

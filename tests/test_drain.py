@@ -103,7 +103,7 @@ def test_sigterm_lets_the_call_finish_and_sends_new_calls_elsewhere(server, fixt
     # in a few seconds and the SIGTERM below comes early in the call.
     c1 = Call(server, [question, question], room=f"drain-c1-{RUN}", timeout=90).start()
     if not wait_for(lambda: dispatched(x, c1.room), 60):
-        pytest.fail(f"the first call never reached worker X (caller rc={c1.wait(10)}): {c1.stderr}")
+        pytest.fail(f"the first call never reached worker X: caller {c1.describe()}")
     y_env = {**worker_env(server, y_reports, SHORT_DRAIN_S), "PARLEY_IDLE_PROCESSES": "0"}
     y = Worker(env=y_env).start(logs, name="drain-y", wait=False)
     _state["y"], _state["y_reports"] = y, y_reports
@@ -118,14 +118,14 @@ def test_sigterm_lets_the_call_finish_and_sends_new_calls_elsewhere(server, fixt
 
     # A call placed after the SIGTERM goes to the other worker.
     c2 = Call(server, [question], room=f"drain-c2-{RUN}", timeout=60).start()
-    assert c1.wait() == 0, c1.stderr
+    assert c1.wait() == 0, c1.describe()
     t_c1_done = time.monotonic()
     try:
         rc = x.proc.popen.wait(60)
     except Exception:
         pytest.fail(f"the draining worker did not exit:\n{x.proc.log()[-3000:]}")
     t_exit = time.monotonic()
-    assert c2.wait() == 0, c2.stderr
+    assert c2.wait() == 0, c2.describe()
 
     assert rc == 0, f"draining worker exited with {rc}"
     assert dispatched(y, c2.room) and not dispatched(x, c2.room), "the draining worker took a new call"

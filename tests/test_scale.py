@@ -134,7 +134,7 @@ def test_two_nodes_three_workers_load_dispatch_and_crash_isolation(cluster, fixt
         c = Call(node, [question, question], room=f"scale-{secrets.token_hex(3)}-c{i}-{'ab'[node is node_b]}", timeout=90).start()
         calls.append(c)
         if not wait_for(lambda c=c: job_pid(w1, c.room) or job_pid(w2, c.room), 60):
-            pytest.fail(f"call {c.room} was not dispatched (caller rc={c.wait(10)}): {c.stderr}")
+            pytest.fail(f"call {c.room} was not dispatched: caller {c.describe()}")
         time.sleep(max(0.0, 2.5 - (time.monotonic() - t0)))  # let node stats count the room
     on_w1 = [c for c in calls if job_pid(w1, c.room)]
     on_w2 = [c for c in calls if job_pid(w2, c.room)]
@@ -163,7 +163,7 @@ def test_two_nodes_three_workers_load_dispatch_and_crash_isolation(cluster, fixt
 
     others = [c for c in calls if c is not victim]
     for c in others:
-        assert c.wait() == 0, c.stderr
+        assert c.wait() == 0, c.describe()
         assert len(c.answers) == 2 and all("paris" in a.lower() for a in c.answers), (c.room, c.answers)
     assert [t for t, _ in survivor.of("turn") if t > t_kill], "W2's other call got no answer after the crash"
     assert {c.server.port for c in others} == {node_a.port, node_b.port}, "answered through both nodes"
