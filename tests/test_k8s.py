@@ -22,8 +22,8 @@ from agent.devstack import BIN, ROOT
 
 K8S = ROOT / "k8s"
 OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
-# Oldest Kubernetes release we support; its schemas ship inside kubernetes-validate.
-K8S_VERSION = "1.30.0"
+# Oldest and newest Kubernetes releases we support; kubernetes-validate ships their schemas.
+K8S_VERSIONS = ("1.30.0", "1.37.0")
 # Time a worker needs after its drain timeout: session reports, process shutdown.
 SHUTDOWN_MARGIN_S = 10
 # scripts/call_footprint.py on the 2-core dev box (README "Deployment"), memory in PSS
@@ -147,14 +147,15 @@ def test_renders_everything_we_deploy(rendered: Rendered):
     assert namespaces == {ns["metadata"]["name"]}, "every object belongs in the overlay's namespace"
 
 
-def test_validates_against_kubernetes_schemas(rendered: Rendered):
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_validates_against_kubernetes_schemas(rendered: Rendered, version: str):
     errors = []
     for doc in rendered.docs:
         try:
-            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as e:
             errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {e.message} at {list(e.path)}")
-    assert not errors, f"{rendered.overlay} is invalid for Kubernetes {K8S_VERSION}:\n" + "\n".join(errors)
+    assert not errors, f"{rendered.overlay} is invalid for Kubernetes {version}:\n" + "\n".join(errors)
 
 
 # --- container policies --------------------------------------------------------------
