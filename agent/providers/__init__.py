@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from livekit.agents import inference, llm, stt, tts, vad
 
 from .. import models
@@ -43,7 +44,8 @@ def local_stt(settings: Settings) -> WhisperSTT:
 def local_llm(settings: Settings) -> LlamaLLM:
     path = Path(settings.llm_model) if settings.llm == "local" and settings.llm_model else models.smollm2_gguf()
     return LlamaLLM(
-        LlamaOptions(model_path=path, n_threads=settings.llm_threads, max_tokens=settings.llm_max_tokens)
+        LlamaOptions(model_path=path, n_threads=settings.llm_threads, max_tokens=settings.llm_max_tokens,
+                     warmup_system=settings.instructions)
     )
 
 
@@ -52,6 +54,14 @@ def local_tts(settings: Settings) -> PiperTTS:
     own_voice = settings.tts == "local" and settings.tts_voice and settings.pipeline != "realtime"
     path = Path(settings.tts_voice) if own_voice else models.piper_joe()
     return PiperTTS(PiperOptions(model_path=path))
+
+
+def _warm_turn_detector() -> None:
+    # The end-of-turn model is a process-wide singleton: one pass now, not in the first pause.
+    from livekit.local_inference import EOT
+
+    with EOT() as eot:
+        eot.predict(np.zeros(16000, dtype=np.int16))
 
 
 @dataclass
@@ -72,5 +82,6 @@ class LocalModels:
             llm=local_llm(settings),
             tts=local_tts(settings),
         )
+        _warm_turn_detector()
         logger.info("local models ready in %.2fs", time.perf_counter() - t0)
         return loaded
