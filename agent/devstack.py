@@ -117,7 +117,7 @@ class LiveKitServer:
             rtc_tcp_port=free_port(),
             rtc_udp_port=free_port(socket.SOCK_DGRAM),
             api_key="parley-" + secrets.token_hex(4),
-            api_secret=secrets.token_urlsafe(32),
+            api_secret=secrets.token_hex(24),  # hex: a leading "-" would read as a CLI flag
             extra_config=extra_config,
         )
 
