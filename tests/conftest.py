@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +92,36 @@ def call(livekit_server: LiveKitServer, worker: Worker):
         return run_call(livekit_server, *args, timeout=timeout)
 
     return _call
+
+
+def wait_report(report_dir: Path, room: str, timeout: float = 30.0) -> dict:
+    """The session report the worker wrote for `room` (it writes it when the call ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in report_dir.glob(f"{room}-*.json"):
+            return json.loads(path.read_text())
+        time.sleep(0.2)
+    raise AssertionError(f"no session report for room {room} in {report_dir}")
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Poll pred until it returns something truthy; its last value after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := pred():
+            return value
+        time.sleep(interval)
+    return pred()
+
+
+def records(w: Worker) -> list[dict[str, Any]]:
+    """The worker's JSON log lines (production mode logs one JSON object per line)."""
+    assert w.proc is not None
+    out = []
+    for line in w.proc.log().splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out

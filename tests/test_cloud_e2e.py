@@ -20,19 +20,12 @@ import pytest
 from livekit import api
 
 from agent.devstack import BIN, ROOT, LiveKitServer, Worker
-from tests.conftest import CallResult, run_call
+from tests.conftest import CallResult, run_call, wait_report
 from tests.fakes import DeepgramFake, OpenAIFake, RealtimeFake, closed_port
 
 pytestmark = pytest.mark.e2e
 
 
-def wait_report(report_dir: Path, room: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in report_dir.glob(f"{room}-*.json"):
-            return json.loads(path.read_text())
-        time.sleep(0.2)
-    raise AssertionError(f"no session report for room {room}")
 
 
 def start_worker(server: LiveKitServer, out_dir: Path, report_dir: Path, agent: str, **env: str) -> Worker:

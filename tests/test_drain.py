@@ -19,13 +19,13 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.devstack import Call, LiveKitServer, Worker
+from tests.conftest import records, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,25 +39,8 @@ _state: dict[str, Any] = {}
 _timeline: dict[str, float] = {}
 
 
-def records(w: Worker) -> list[dict[str, Any]]:
-    assert w.proc is not None
-    out = []
-    for line in w.proc.log().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(interval)
-    return pred()
 
 
 def dispatched(w: Worker, room: str) -> bool:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
-from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_report
 
 pytestmark = pytest.mark.e2e
 
 
-def wait_report(report_dir: Path, room: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for path in report_dir.glob(f"{room}-*.json"):
-            return json.loads(path.read_text())
-        time.sleep(0.2)
-    raise AssertionError(f"no session report for room {room} in {report_dir}")
 
 
 def test_greeting_then_answers_capital_of_france(call, fixtures, report_dir):

@@ -19,7 +19,6 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,11 @@ from livekit import api
 
 from agent.devstack import Call, LiveKitServer, Worker, free_port
 from agent.sipstack import Redis, lk_redis_config
+from tests.conftest import records, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def records(w: Worker) -> list[dict[str, Any]]:
-    assert w.proc is not None
-    out = []
-    for line in w.proc.log().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-    return out
 
 
 def job_pid(w: Worker, room: str) -> int | None:
@@ -59,13 +49,6 @@ def hosts_room(node: LiveKitServer, room: str) -> bool:
                for line in node.proc.log().splitlines())
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := pred():
-            return value
-        time.sleep(interval)
-    return pred()
 
 
 async def _room_names(server: LiveKitServer) -> set[str]:
