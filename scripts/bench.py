@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.devstack import BIN, ROOT, LiveKitServer, Worker  # noqa: E402
 
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "audio"
+FIXTURES = ROOT / "tests" / "fixtures" / "audio"
 DEFAULT_FILES = ["capital_france.wav", "name_memory_2.wav", "weather_tool.wav",
                  "joke_computers.wav", "capital_france_8k_ulaw.wav"]
 

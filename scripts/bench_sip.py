@@ -33,7 +33,7 @@ from agent.sipstack import SipStack  # noqa: E402
 from tests.sip.rtp import ULAW_SILENCE, RtpRecorder, caller_stream, stream_pcap, wav_ulaw_payload  # noqa: E402
 from tests.sip.sipp import sipp  # noqa: E402
 
-FIXTURES = Path(os.environ.get("PARLEY_FIXTURES", ROOT.parent / "shared" / "fixtures" / "audio"))
+FIXTURES = Path(os.environ.get("PARLEY_FIXTURES", ROOT / "tests" / "fixtures" / "audio"))
 CLIP = FIXTURES / "capital_france_8k_ulaw.wav"
 # The phone caller speaks LEAD_S after the call is answered; the WebRTC caller plays the
 # same bytes after the same silence (after the greeting), so on both paths the question

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.devstack import BIN, LiveKitServer, Worker  # noqa: E402
 
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "audio"
+FIXTURES = ROOT / "tests" / "fixtures" / "audio"
 DEFAULT_AUDIO = ["capital_france.wav", "joke_computers.wav"]
 
 

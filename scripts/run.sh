@@ -39,8 +39,8 @@ cat <<TXT
 Parley is starting (worker log below; models load in a few seconds).
   LiveKit:      $LIVEKIT_URL   (key $LIVEKIT_API_KEY)
   Agent name:   ${PARLEY_AGENT_NAME:-parley}
-  Test call:    $BIN/parley-call --audio ../shared/fixtures/audio/capital_france.wav
-  JSON figures: $BIN/parley-call --json --audio ../shared/fixtures/audio/capital_france.wav
+  Test call:    $BIN/parley-call --audio tests/fixtures/audio/capital_france.wav
+  JSON figures: $BIN/parley-call --json --audio tests/fixtures/audio/capital_france.wav
 Press Ctrl-C to stop.
 
 TXT

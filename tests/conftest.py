@@ -16,7 +16,7 @@ import pytest
 
 from agent.devstack import BIN, ROOT, LiveKitServer, Worker
 
-FIXTURES = Path(os.environ.get("PARLEY_FIXTURES", ROOT.parent / "shared" / "fixtures" / "audio"))
+FIXTURES = Path(os.environ.get("PARLEY_FIXTURES", ROOT / "tests" / "fixtures" / "audio"))
 
 
 @pytest.fixture(scope="session")
