@@ -38,6 +38,10 @@ RATE = 16000
 PHONE_RATE = 8000
 LEAD_S = 0.5  # silence before the speech, as in the original clips
 TRAIL_S = 1.5  # silence after it
+# The question set keeps under ~8 MB: espeak-ng's own silence is cut ("trimmed") and the padding
+# is shorter where a longer one buys nothing (callers stream silence after a clip anyway); the
+# pause set keeps 1.5 s so the end of a turn is a longer silence than any pause inside it.
+PADDING_S = {"questions": (0.3, 1.0), "pause": (0.3, 1.5), "backchannel": (0.3, 0.5), "interruption": (0.3, 1.0)}
 NOISE_VOLUME = 0.05  # sox `vol` for "low pink noise": about -40 dBFS RMS, the original pink_noise_5s level
 ULAW = "G.711 mu-law"
 PCM = "pcm_s16le"
@@ -175,13 +179,16 @@ def render_speech(entry: dict[str, Any], dst: Path, tmp: Path) -> dict[str, Any]
         speak(before, voice, wpm, tmp / "a_raw.wav")
         speak(rest, voice, wpm, tmp / "b_raw.wav")
         trim(tmp / "a_raw.wav", tmp / "a_trim.wav", head=False, tail=True)
-        trim(tmp / "b_raw.wav", tmp / "b_trim.wav", head=True, tail=False)
+        trim(tmp / "b_raw.wav", tmp / "b_trim.wav", head=True, tail=bool(entry.get("trimmed")))
         to_16k(tmp / "a_trim.wav", tmp / "a.wav", "pad", str(lead), str(entry["pause_s"]))
         to_16k(tmp / "b_trim.wav", tmp / "b.wav", "pad", "0", str(trail))
         sox(str(tmp / "a.wav"), str(tmp / "b.wav"), str(clean))
         measured["pause_start_s"] = round(wav_info(tmp / "a.wav").duration_s - float(entry["pause_s"]), 3)
     else:
         speak(text, voice, wpm, tmp / "raw.wav")
+        if entry.get("trimmed"):
+            trim(tmp / "raw.wav", tmp / "trim.wav", head=True, tail=True)
+            shutil.move(tmp / "trim.wav", tmp / "raw.wav")
         to_16k(tmp / "raw.wav", clean, "pad", str(lead), str(trail))
     if entry.get("noise") == "pink":
         frames = wav_info(clean).frames
@@ -334,7 +341,6 @@ QUESTION_CALLS: list[list[Turn]] = [
     [("name_daniel_1", "memory", "Hey there, this is Daniel calling.", None),
      ("name_daniel_2", "opposite", "What is the opposite of left?", any_of("right")),
      ("name_daniel_3", "memory", "Please tell me my name again.", any_of("daniel"))],
-    [("capital_germany", "capital", "What is the capital city of Germany?", any_of("berlin"))],
     [("bees_make", "animal", "What do bees make?", any_of("honey"))],
     [("grass_colour", "colour", "What colour is grass?", any_of("green"))],
     [("days_in_week", "counting", "How many days are there in a week?", num("7", "seven"))],
@@ -354,7 +360,7 @@ QUESTION_CALLS: list[list[Turn]] = [
     [("count_back_3", "counting", "Count backwards from three to one.",
       all_of(num("3", "three"), num("2", "two"), num("1", "one")))],
     [("opposite_day", "opposite", "What is the opposite of day?", any_of("night"))],
-    [("closest_star", "science", "What is the closest star to the Earth?", any_of("sun"))],
+    [("sun_rises", "science", "In which direction does the sun rise?", any_of("east"))],
     [("insect_legs", "animal", "How many legs does an insect have?", num("6", "six"))],
     [("two_part_sky", "two-part", "Tell me the colour of a clear sky, and what three plus three is.",
       all_of("blue", num("6", "six")))],
@@ -455,8 +461,9 @@ def clip_entry(prefix: str, set_name: str, call: str, order: int, turn_id: str, 
         **cond,
         "sample_rate": PHONE_RATE if cond["phone"] else RATE,
         "encoding": ULAW if cond["phone"] else PCM,
-        "leading_silence_s": LEAD_S,
-        "trailing_silence_s": TRAIL_S,
+        "leading_silence_s": PADDING_S[set_name][0],
+        "trailing_silence_s": PADDING_S[set_name][1],
+        "trimmed": True,
         "duration_s": None,
         "call": call,
         "order": order,
@@ -534,10 +541,12 @@ def cmd_questions(out: Path | None, ref: Path | None) -> bool:
     check_unused(entries)
     out_dir = out or QUESTIONS_DIR
     say(f"questions: {len(entries)} clips -> {out_dir}")
-    if out_dir.exists():
-        # a clip dropped from the tables must not linger next to the new manifest
-        for old in out_dir.glob("*.wav"):
-            old.unlink()
+    old_manifest = out_dir / "manifest.json"
+    if old_manifest.exists():
+        # a clip dropped from the tables must not linger next to the new manifest; only files
+        # the previous manifest listed are removed, never anything else in the folder
+        for old in json.loads(old_manifest.read_text()):
+            (out_dir / Path(old["file"]).name).unlink(missing_ok=True)
     done = render_all(entries, out_dir)
     write_manifest(done, out_dir / "manifest.json")
     total = sum((out_dir / e["file"]).stat().st_size for e in done)
