@@ -568,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.what == "all" and (args.out or args.compare):
         parser.error("--out/--compare need `audio` or `questions`")
+    if args.compare and not (args.compare / "manifest.json").is_file():
+        parser.error(f"--compare {args.compare}: no manifest.json there")
     try:
         ok = True
         if args.what in ("audio", "all"):
