@@ -69,7 +69,7 @@ bench-sip: install
 	$(BIN)/python scripts/bench_sip.py $(BENCH_ARGS)
 
 test: install
-	$(BIN)/ruff check agent tokens tests
+	$(BIN)/ruff check agent tokens ops harness tests scripts
 	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
 
 test-fast: install
@@ -87,11 +87,11 @@ bench-tokens: install
 	bash scripts/bench-tokens.sh
 
 lint: install
-	$(BIN)/ruff check agent tokens tests
+	$(BIN)/ruff check agent tokens ops harness tests scripts
 
 fmt: install
-	$(BIN)/ruff format agent tokens tests
-	$(BIN)/ruff check --fix agent tokens tests
+	$(BIN)/ruff format agent tokens ops harness tests scripts
+	$(BIN)/ruff check --fix agent tokens ops harness tests scripts
 
 # Re-pin every transitive dependency from the current environment.
 lock: $(BIN)/python

@@ -22,9 +22,15 @@ def _health_port_free(port: int) -> bool:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "config":
-        from .config_cli import main as config_main
+        import json
 
-        sys.exit(config_main())
+        from .settings import Settings, SettingsError
+
+        try:
+            print(json.dumps(Settings.load().masked(), indent=2))
+        except SettingsError as e:
+            sys.exit(f"parley: configuration error: {e}")
+        sys.exit(0)
 
     from .models import ModelMissingError
     from .settings import SettingsError

@@ -16,13 +16,10 @@ one host (tests, a laptop) all see that host's CPU and would turn each other awa
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from livekit.agents.utils.hw import get_cpu_monitor
-
+from . import compat
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -34,7 +31,6 @@ class LoadOptions:
     max_calls: int  # calls one worker serves at once; at this many it reports full
     threshold: float  # PARLEY_LOAD_THRESHOLD: the load at which the framework stops taking jobs
     use_cpu: bool = True  # also report measured CPU (cgroup-aware) when it is higher
-    cpu_window_s: float = 2.5  # averaging window for the CPU figure
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoadOptions:
@@ -49,42 +45,15 @@ def call_load(calls: int, opts: LoadOptions) -> float:
     return opts.threshold * calls / opts.max_calls
 
 
-class _CpuSampler:
-    """Average CPU use of this container (cgroup quota aware) over a short window."""
-
-    _INTERVAL_S = 0.5
-
-    def __init__(self, window_s: float) -> None:
-        self._monitor = get_cpu_monitor()
-        self._samples: deque[float] = deque(maxlen=max(1, round(window_s / self._INTERVAL_S)))
-        self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="parley-cpu-load", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            value = self._monitor.cpu_percent(interval=self._INTERVAL_S)
-            with self._lock:
-                self._samples.append(value)
-
-    def value(self) -> float:
-        with self._lock:
-            return sum(self._samples) / len(self._samples) if self._samples else 0.0
-
-
 class WorkerLoad:
     """`load_fnc` for AgentServer: max(call slots used, measured CPU), in [0, 1]."""
 
     def __init__(self, opts: LoadOptions) -> None:
         self.opts = opts
-        # Started on first use: job processes import agent.worker too and must not sample.
-        self._cpu: _CpuSampler | None = None
-        self._lock = threading.Lock()  # the framework calls us from executor threads
 
     def __call__(self, server: AgentServer) -> float:
         load = call_load(len(server.active_jobs), self.opts)
         if self.opts.use_cpu:
-            with self._lock:
-                if self._cpu is None:
-                    self._cpu = _CpuSampler(self.opts.cpu_window_s)
-            load = max(load, self._cpu.value())
+            # The framework's own CPU figure (started on first use, in the main process only).
+            load = max(load, compat.default_cpu_load(server))
         return min(load, 1.0)

@@ -8,8 +8,9 @@ attributes (caller number, trunk, call status). For such a caller the worker:
   `sip_dtmf_received`) as `dtmf` events; the default keypad menu is deterministic
   (`#` hangs up, `0` transfers to PARLEY_SIP_TRANSFER_TO, other digits are
   acknowledged and noted in the conversation for the LLM);
-- hangs up for real: deleting the room makes LiveKit SIP send BYE; when the caller
-  hangs up first, the room is deleted at once and the session report written;
+- hangs up for real through `Call.end` (agent/callstate.py): deleting the room makes
+  LiveKit SIP send BYE; when the caller hangs up first, the room is deleted at once and
+  the session report written;
 - adds a `transfer_call` tool for LLMs that can call tools (next to agent/tools.py's
   `end_call`, which ends a phone call like any other: the room goes, LiveKit SIP sends
   BYE). The default local model calls no tools, so the keypad and a spoken "goodbye"
@@ -25,15 +26,17 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from livekit import api, rtc
 from livekit.agents import AgentSession, JobContext, RunContext, StopResponse, function_tool, llm
-from livekit.agents.voice.events import CloseEvent, CloseReason
 
 from .assistant import ParleyAgent
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .callstate import Call
 
 logger = logging.getLogger("parley.telephony")
 
@@ -48,8 +51,6 @@ TRANSFER_DIGIT = "0"
 # A caller's whole turn that only says goodbye ends the call without asking the LLM.
 _GOODBYE = re.compile(r"^\W*(?:ok(?:ay)?\W+)?(?:good ?bye|bye(?: bye)?|hang up|that'?s all)\W*"
                       r"(?:(?:thanks?|thank you)\W*)?$", re.IGNORECASE)
-# Audio of the last words is still on its way through livekit-sip when playout ends here.
-_TAIL_S = 0.6
 GOODBYE = "Thanks for calling. Goodbye."
 # Longer than any ringing timeout parley-dial asks LiveKit SIP for.
 ANSWER_TIMEOUT_S = 120.0
@@ -83,7 +84,7 @@ def phone_settings(settings: Settings, call: PhoneCall) -> Settings:
     # Only the greeting changes: the instructions are tuned for the small local model,
     # and keypad presses reach the LLM as notes in the conversation.
     greeting = settings.sip_greeting if call.direction == "inbound" else settings.sip_outbound_greeting
-    return replace(settings, greeting=greeting)
+    return settings.model_copy(update={"greeting": greeting})
 
 
 def is_goodbye(text: str) -> bool:
@@ -101,12 +102,12 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
     ctx: JobContext
     call: PhoneCall
     settings: Settings
+    owner: Call | None = None  # the call this line belongs to: ending goes through owner.end()
     session: AgentSession | None = None
     digits: list[str] = field(default_factory=list)
     ended_by: str = ""
     transfer_status: str = ""
     started_at: float = field(default_factory=time.time)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -118,8 +119,6 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         if call is None:
             return None
         line = cls(ctx, call, settings)
-        # worker.on_session_end adds line.summary() to the session report
-        ctx.proc.userdata[("phone", ctx.job.id)] = line
         logger.info("phone call room=%s direction=%s number=%s trunk_number=%s sip_call_id=%s",
                     ctx.room.name, call.direction, call.number or "?", call.trunk_number or "?", call.call_id)
         return line
@@ -131,9 +130,8 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         """
         ok = await self._wait_answer()
         if not ok:
-            self._end("no answer")
-            self.ctx.proc.userdata.pop(("phone", self.ctx.job.id), None)  # no session, no report
-            self.ctx.add_shutdown_callback(self._delete_room)
+            self.ended("no answer")
+            self.ctx.add_shutdown_callback(self.ctx.delete_room)
             self.ctx.shutdown(reason="callee did not answer")
         return ok
 
@@ -171,13 +169,9 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         self.ctx.room.on("sip_dtmf_received", self._on_dtmf)
 
         @session.on("close")
-        def _on_close(ev: CloseEvent) -> None:
-            # The caller hung up (or the session ended otherwise): end the room now rather
-            # than after LiveKit's departure timeout, so the call and its report finish together.
-            if not self.ended_by:
-                self._end("caller" if ev.reason == CloseReason.PARTICIPANT_DISCONNECTED else f"agent ({ev.reason.value})")
-            self.ctx.add_shutdown_callback(self._delete_room)
-            self.ctx.shutdown(reason=f"phone call ended by {self.ended_by}")
+        def _on_close(_ev: Any) -> None:
+            if not self.ended_by:  # hung up by the caller, or the session ended otherwise
+                self.ended(self.owner.ended_by if self.owner and self.owner.ended_by else "caller")
 
     # --- keypad ------------------------------------------------------------------------
 
@@ -187,7 +181,7 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         self.digits.append(ev.digit)
         logger.info("dtmf room=%s digit=%s code=%d", self.ctx.room.name, ev.digit, ev.code)
         self.emit("dtmf", ev.digit)
-        self._spawn(self._keypad(ev.digit))
+        self.spawn(self._keypad(ev.digit))
 
     async def _keypad(self, digit: str) -> None:
         if self.session is None or self.ended_by:
@@ -213,17 +207,8 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
 
     async def hang_up(self, goodbye: str | None = GOODBYE, *, by: str = "agent") -> None:
         """Say goodbye, then end the SIP call (LiveKit SIP sends BYE when the room goes)."""
-        if self.ended_by:
-            return
-        self._end(by)
-        if goodbye and self.session is not None:
-            try:
-                await self.session.say(goodbye, allow_interruptions=False).wait_for_playout()
-                await asyncio.sleep(_TAIL_S)
-            except RuntimeError:  # session already closing: nothing left to say it on
-                pass
-        await self._delete_room()
-        self.ctx.shutdown(reason=f"phone call ended by {by}")
+        if self.owner is not None:
+            await self.owner.end(by, goodbye=goodbye)
 
     async def transfer(self, to: str | None = None) -> bool:
         """Cold-transfer the caller (SIP REFER) to `to` or PARLEY_SIP_TRANSFER_TO."""
@@ -236,13 +221,7 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         logger.info("transfer room=%s to=%s", self.ctx.room.name, target)
         await self.session.say("Transferring your call now.", allow_interruptions=False).wait_for_playout()
         try:
-            await self.ctx.api.sip.transfer_sip_participant(
-                api.TransferSIPParticipantRequest(
-                    room_name=self.ctx.room.name, participant_identity=self.call.identity,
-                    transfer_to=target, play_dialtone=False,
-                ),
-                timeout=30,
-            )
+            await asyncio.wait_for(self.ctx.transfer_sip_participant(self.call.identity, target), 30)
         except (TimeoutError, api.TwirpError, OSError) as e:
             self.transfer_status = f"failed: {getattr(e, 'message', e)}"
             logger.warning("transfer failed room=%s to=%s: %s", self.ctx.room.name, target, self.transfer_status)
@@ -250,33 +229,23 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
             return False
         self.transfer_status = f"transferred to {target}"
         logger.info("transfer done room=%s to=%s", self.ctx.room.name, target)
-        if not self.ended_by:
-            self._end("transfer")
-        await self._delete_room()
-        self.ctx.shutdown(reason="phone call transferred")
+        if self.owner is not None:
+            await self.owner.end("transfer")
         return True
 
-    async def _delete_room(self) -> None:
-        try:
-            await self.ctx.api.room.delete_room(api.DeleteRoomRequest(room=self.ctx.room.name))
-            logger.info("room deleted room=%s", self.ctx.room.name)
-        except api.TwirpError as e:
-            if e.code != api.TwirpErrorCode.NOT_FOUND:
-                logger.warning("could not delete room=%s: %s", self.ctx.room.name, e.message)
-        except (TimeoutError, OSError) as e:
-            logger.warning("could not delete room=%s: %s", self.ctx.room.name, e)
-
-    def _end(self, by: str) -> None:
+    def ended(self, by: str) -> None:
+        """Record who ended the phone call (once) and tell `ended` listeners."""
         if not self.ended_by:
             self.ended_by = by
             logger.info("phone call ending room=%s by=%s duration=%.1fs", self.ctx.room.name, by,
                         time.time() - self.started_at)
             self.emit("ended", by)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def spawn(self, coro: Any) -> None:
+        if self.owner is not None:
+            self.owner.spawn(coro)
+        else:
+            asyncio.ensure_future(coro)
 
     # --- for LLMs that call tools ------------------------------------------------------
 
@@ -289,7 +258,7 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         @function_tool(name="transfer_call")
         async def transfer_call(ctx: RunContext) -> None:
             """Transfer the caller to a human operator when they ask for a person. Say nothing yourself."""
-            line._spawn(line.transfer())
+            line.spawn(line.transfer())
 
         return [transfer_call]
 
@@ -323,6 +292,6 @@ class PhoneAgent(ParleyAgent):
     async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
         if is_goodbye(new_message.text_content or ""):
             logger.info("caller said goodbye room=%s: %r", self._line.ctx.room.name, new_message.text_content)
-            self._line._spawn(self._line.hang_up(GOODBYE, by="caller goodbye"))
+            self._line.spawn(self._line.hang_up(GOODBYE, by="caller goodbye"))
             raise StopResponse()
         await super().on_user_turn_completed(turn_ctx, new_message)

@@ -1,7 +1,7 @@
 """Function tools for models that can call them (a cloud LLM or the realtime model).
 
-- `end_call`: says goodbye, then closes the session and deletes the room, which ends the
-  call for everyone (a SIP caller gets a BYE) and the job with it.
+- `end_call`: says goodbye and ends the call through `Call.end` (agent/callstate.py): the
+  room goes (a SIP caller gets a BYE), the job with it.
 - `lookup`: answers questions about the business from a pluggable `KnowledgeSource`;
   the default is a small Markdown FAQ (agent/knowledge/faq.md) searched by keywords. A
   lookup that takes longer than `tool_ack_delay` speaks a short acknowledgement first
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from livekit.agents import RunContext, function_tool, get_job_context, llm
+from livekit.agents import RunContext, function_tool, llm
 
+from .callstate import Call
 from .settings import Settings
 
 logger = logging.getLogger("parley.tools")
@@ -107,35 +108,23 @@ LOOKUP_DOC = (
 
 
 def end_call_tool(settings: Settings) -> llm.FunctionTool:
+    """`end_call`: ends through `Call.end` (agent/callstate.py) with our fixed goodbye.
+
+    Not the framework's `EndCallTool`: it lets the model generate the goodbye and shuts the
+    session down as soon as the tool's turn is done, which drops a fixed goodbye queued from
+    the tool (measured with livekit-agents 1.8.9, tests/test_tools.py). The caller must hear
+    a goodbye that cannot be talked over, and every way of ending a call records its reason
+    in one place.
+    """
     goodbye = settings.goodbye
 
     @function_tool(name="end_call", description=END_CALL_DOC)
-    async def end_call(ctx: RunContext) -> None:
-        session = ctx.session
-        logger.info("end_call tool: saying goodbye and closing the session")
-        # No tool reply is generated for a None result: the goodbye below is the last word.
-        handle = session.say(goodbye, allow_interruptions=False)
-        handle.add_done_callback(lambda _h: session.shutdown(drain=True))
-        session.once("close", lambda _ev: _end_room())
+    async def end_call(ctx: RunContext[Call]) -> None:
+        logger.info("end_call tool: saying goodbye and ending the call")
+        # No tool reply is generated for a None result: the goodbye is the last word.
+        ctx.userdata.end_soon("agent (end_call)", goodbye=goodbye)
 
     return end_call
-
-
-def _end_room() -> None:
-    """Once the session has closed: delete the room and end the job (no room in text mode)."""
-    try:
-        job = get_job_context()
-    except RuntimeError:
-        return
-
-    async def delete_room() -> None:
-        try:
-            await job.delete_room()
-        except Exception as e:  # already gone (the worker may delete it on close too)
-            logger.debug("room delete after end_call: %s", e)
-
-    job.add_shutdown_callback(delete_room)
-    job.shutdown(reason="end_call")
 
 
 def lookup_tool(settings: Settings, source: KnowledgeSource) -> llm.FunctionTool:

@@ -1,25 +1,28 @@
 """The Parley worker: registers with LiveKit, is dispatched by agent name, runs one
-AgentSession per call. Started by `python -m agent start|dev` (see __main__.py)."""
+AgentSession per call. Started by `python -m agent start|dev` (see __main__.py).
+
+Per call: a `Call` (agent/callstate.py) holds the chosen providers, the turn tracker and
+the phone line, is the session's userdata, ends the call and writes its report; the
+session itself is assembled in agent/session.py.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from livekit import rtc
-from livekit.agents import AgentServer, AgentSession, JobContext, JobProcess, llm, room_io
+from livekit.agents import AgentServer, JobContext, JobProcess, room_io
 
 from .assistant import ParleyAgent
+from .callstate import Call
 from .load import LoadOptions, WorkerLoad
-from .providers import LocalModels, SessionModels, build_turn_detector, select_models
-from .providers.realtime import fail_over_to_local
-from .report import TurnTracker, write_report
+from .providers import LocalModels, select_models
+from .report import TurnTracker
+from .session import build_session
 from .settings import Settings
 from .telephony import PhoneLine
 
 logger = logging.getLogger("parley.worker")
-
-# Spoken by the local pipeline when it takes a call over from a failed realtime model.
-REALTIME_LOST = "Sorry, I lost my connection for a moment. Could you say that again?"
 
 settings = Settings.load()
 settings.check_providers()  # a cloud provider without its key: refuse to start, not fail mid-call
@@ -34,7 +37,7 @@ server = AgentServer(
     setup_fnc=prewarm,
     ws_url=settings.livekit_url,
     api_key=settings.livekit_api_key,
-    api_secret=settings.livekit_api_secret,
+    api_secret=settings.livekit_api_secret.get_secret_value(),
     port=settings.health_port,
     drain_timeout=settings.drain_timeout,
     load_threshold=settings.load_threshold,
@@ -46,102 +49,33 @@ server = AgentServer(
 )
 
 
-def build_session(models: LocalModels, chosen: SessionModels | None = None) -> AgentSession:
-    chosen = chosen or select_models(settings, models)
-    if chosen.realtime:
-        # The realtime model hears, thinks and speaks; the server detects turns. Local VAD
-        # stays on so a caller's barge-in cuts the agent off at once; Piper speaks fixed phrases.
-        return AgentSession(
-            vad=models.vad,
-            llm=chosen.llm,
-            tts=chosen.tts,
-            turn_handling={
-                "turn_detection": "realtime_llm",
-                "interruption": {"mode": "vad", "min_duration": settings.interrupt_min_duration},
-            },
-        )
-    return AgentSession(
-        vad=models.vad,
-        stt=chosen.stt,
-        llm=chosen.llm,
-        tts=chosen.tts,
-        turn_handling={
-            "turn_detection": build_turn_detector(),
-            "endpointing": {
-                "min_delay": settings.endpointing_min_delay,
-                "max_delay": settings.endpointing_max_delay,
-            },
-            # "adaptive" interruption needs LiveKit's cloud; VAD barge-in works offline.
-            "interruption": {
-                "mode": "vad",
-                "min_duration": settings.interrupt_min_duration,
-                "false_interruption_timeout": 1.5,
-            },
-            # LLM and TTS start on the final transcript, before the turn is confirmed.
-            "preemptive_generation": {"enabled": True, "preemptive_tts": True},
-        },
-    )
-
-
-async def on_session_end(ctx: JobContext) -> None:
-    """Runs when the call ends for any reason (hang-up included): write the report."""
-    tracker: TurnTracker | None = ctx.proc.userdata.pop(("tracker", ctx.job.id), None)
-    try:
-        report = ctx.make_session_report().to_dict()
-    except RuntimeError as e:  # no session was started (caller never joined)
-        logger.info("no session report room=%s: %s", ctx.job.room.name, e)
-        return
-    if phone := ctx.proc.userdata.pop(("phone", ctx.job.id), None):
-        report["phone"] = phone.summary()
-    if chosen := ctx.proc.userdata.pop(("providers", ctx.job.id), None):
-        # report["usage"] (framework) has per provider/model audio seconds, tokens, characters.
-        report["providers"] = {**chosen.providers, "fallbacks": chosen.fallbacks.events}
-    path = write_report(settings.report_dir, ctx.job.room.name, report, tracker.turns if tracker else [])
-    logger.info("session report room=%s turns=%d path=%s", ctx.job.room.name,
-                len(tracker.turns) if tracker else 0, path)
-
-
-@server.rtc_session(agent_name=settings.agent_name, on_session_end=on_session_end)
+@server.rtc_session(agent_name=settings.agent_name)
 async def entrypoint(ctx: JobContext) -> None:
-    room = ctx.job.room.name
-    logger.info("call dispatched room=%s job=%s", room, ctx.job.id)
+    ctx.log_context_fields = {"room": ctx.job.room.name}
+    logger.info("call dispatched job=%s", ctx.job.id)
     await ctx.connect()
     participant = await ctx.wait_for_participant()
-    logger.info("caller joined room=%s participant=%s kind=%s", room, participant.identity,
-                rtc.ParticipantKind.Name(participant.kind))
+    ctx.log_context_fields = {**ctx.log_context_fields, "participant": participant.identity}
+    logger.info("caller joined kind=%s", rtc.ParticipantKind.Name(participant.kind))
+    call = Call(settings, ctx=ctx, participant=participant.identity,
+                tracker=TurnTracker(room=ctx.job.room.name, participant=participant.identity))
+    # The report is written however the call ends (hang-up included), once the job shuts down.
+    ctx.add_shutdown_callback(call.write_report)
     # A phone caller (LiveKit SIP): outbound calls wait here until the callee answers.
-    line = PhoneLine.for_participant(ctx, participant, settings)
-    if line is not None and not await line.answered():
-        return
+    call.line = PhoneLine.for_participant(ctx, participant, settings)
+    if call.line is not None:
+        call.line.owner = call
+        if not await call.line.answered():
+            return
 
-    models = ctx.proc.userdata["models"]
-    chosen = select_models(settings, models)
-    ctx.proc.userdata[("providers", ctx.job.id)] = chosen
-    ctx.add_shutdown_callback(chosen.aclose)  # this call's cloud clients; local models stay loaded
-    logger.info("providers room=%s %s", room, " ".join(f"{k}={v}" for k, v in chosen.providers.items()))
-    session = build_session(models, chosen)
-    if chosen.realtime and settings.fallback:
-        def local_takeover(chat_ctx: llm.ChatContext) -> ParleyAgent:
-            # Apologise only if the caller had said something the failed model may have lost.
-            asked = any(i.type == "message" and i.role == "user" for i in chat_ctx.items)
-            return ParleyAgent(settings, greeting=REALTIME_LOST if asked else "", chat_ctx=chat_ctx, tools=[],
-                               stt=models.stt, llm=models.llm, tts=models.tts,
-                               turn_handling={"turn_detection": build_turn_detector()})
-
-        fail_over_to_local(session, local_takeover)
-    tracker = TurnTracker(room=room, participant=participant.identity)
-    tracker.attach(session)
-    if line is not None:
-        line.attach(session)
-    ctx.proc.userdata[("tracker", ctx.job.id)] = tracker
-
-    @session.on("close")
-    def _on_close(ev) -> None:  # type: ignore[no-untyped-def]
-        logger.info("call closed room=%s participant=%s reason=%s", room, participant.identity,
-                    getattr(ev, "reason", "?"))
+    models: LocalModels = ctx.proc.userdata["models"]
+    call.chosen = select_models(settings, models)
+    ctx.add_shutdown_callback(call.chosen.aclose)  # this call's cloud clients; local models stay loaded
+    logger.info("providers %s", " ".join(f"{k}={v}" for k, v in call.chosen.providers.items()))
+    session = build_session(settings, models, call.chosen, call)
 
     await session.start(
-        agent=line.agent() if line is not None else ParleyAgent(settings),
+        agent=call.line.agent() if call.line is not None else ParleyAgent(settings),
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=participant.identity,

@@ -21,11 +21,13 @@ WORKDIR /src
 COPY scripts/build-llama-wheel.sh scripts/
 RUN bash scripts/build-llama-wheel.sh /opt/venv/bin/pip
 COPY pyproject.toml constraints.txt README.md ./
+# Only the worker package: the development tools (harness/), the operator CLIs (ops/) and
+# the token service (tokens/) have their own homes and never ship in the worker image.
 COPY agent/ agent/
-COPY tokens/ tokens/
 # Every version is pinned by constraints.txt; the second script call only prints the wheel folder.
 RUN pip install -c constraints.txt --find-links "$(bash scripts/build-llama-wheel.sh /opt/venv/bin/pip)" . \
     && python -m agent config > /dev/null \
+    && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('harness', 'ops', 'tokens')))" \
     && python -c "from agent import models; models.whisper_tiny_en(); models.smollm2_gguf(); models.piper_joe()"
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SECONDS_RUN="${1:-10}"
 CONNS="${2:-16}"
 command -v wrk >/dev/null || { echo "bench-tokens: wrk missing (scripts/install-system-deps.sh installs it)" >&2; exit 1; }
-PORT="$(.venv/bin/python -c 'from agent.devstack import free_port; print(free_port())')"
+PORT="$(.venv/bin/python -c 'from harness.devstack import free_port; print(free_port())')"
 KEY="bench-$RANDOM$RANDOM"
 tmp="$(mktemp -d)"
 trap 'kill "$svc" 2>/dev/null || true; wait "$svc" 2>/dev/null || true; rm -rf "$tmp"' EXIT

@@ -24,7 +24,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.devstack import BIN, ROOT, LiveKitServer, Worker  # noqa: E402
+from harness.devstack import BIN, ROOT, LiveKitServer, Worker  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "audio"
 DEFAULT_FILES = ["capital_france.wav", "name_memory_2.wav", "weather_tool.wav",

@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.devstack import BIN, Worker  # noqa: E402
-from agent.sipstack import SipStack  # noqa: E402
+from harness.devstack import BIN, Worker  # noqa: E402
+from harness.sipstack import SipStack  # noqa: E402
 from tests.sip.rtp import ULAW_SILENCE, RtpRecorder, caller_stream, stream_pcap, wav_ulaw_payload  # noqa: E402
 from tests.sip.sipp import sipp  # noqa: E402
 

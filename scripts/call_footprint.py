@@ -29,7 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.devstack import BIN, LiveKitServer, Worker  # noqa: E402
+from harness.devstack import BIN, LiveKitServer, Worker  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "audio"
 DEFAULT_AUDIO = ["capital_france.wav", "joke_computers.wav"]

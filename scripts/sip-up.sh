@@ -6,4 +6,4 @@
 # Start the worker separately: .venv/bin/python -m agent start. Stop: make sip-down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m agent.sipstack up "$@"
+exec .venv/bin/python -m harness.sipstack up "$@"

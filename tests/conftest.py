@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.devstack import BIN, ROOT, LiveKitServer, Worker
+from harness.devstack import BIN, ROOT, LiveKitServer, Worker
 
 FIXTURES = Path(os.environ.get("PARLEY_FIXTURES", ROOT / "tests" / "fixtures" / "audio"))
 

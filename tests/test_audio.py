@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.audio import AudioFileError, read_wav, speech_bounds
+from harness.audio import AudioFileError, read_wav, speech_bounds
 
 
 def test_pcm_fixture_bounds_match_manifest(fixtures, manifest):

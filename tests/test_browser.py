@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from agent.devstack import LiveKitServer, TokenService, Worker
 from agent.settings import Settings
+from harness.devstack import LiveKitServer, TokenService, Worker
 
 from .test_browser_errors import CHROMIUM_ARGS, CHROMIUM_PATH, ensure_frontend
 

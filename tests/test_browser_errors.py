@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from agent.devstack import ROOT, LiveKitServer, TokenService, free_port
+from harness.devstack import ROOT, LiveKitServer, TokenService, free_port
 
 pytestmark = pytest.mark.e2e
 

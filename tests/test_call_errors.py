@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from agent.devstack import BIN, ROOT, free_port
+from harness.devstack import BIN, ROOT, free_port
 
 
 def parley_call(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

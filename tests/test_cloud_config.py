@@ -10,10 +10,10 @@ import subprocess
 import pytest
 from livekit.agents import AgentSession
 
-from agent.devstack import BIN, ROOT
 from agent.providers.deepgram_stt import DeepgramOptions
 from agent.providers.realtime import RealtimeOptions, realtime_model
 from agent.settings import Settings, SettingsError
+from harness.devstack import BIN, ROOT
 from tests.fakes import RealtimeFake
 
 
@@ -50,7 +50,7 @@ def test_key_in_dotenv_is_enough(clean_env, tmp_path):
     (tmp_path / ".env").write_text("PARLEY_LLM=openai\nOPENAI_API_KEY=sk-from-dotenv\n")
     s = Settings.load()
     s.check_providers()
-    assert s.llm == "openai" and s.openai_api_key == "sk-from-dotenv" and s.fallback is True
+    assert s.llm == "openai" and s.openai_api_key.get_secret_value() == "sk-from-dotenv" and s.fallback is True
 
 
 def test_local_stack_needs_no_key(clean_env):
@@ -88,11 +88,19 @@ def test_local_voice_must_be_a_file(clean_env):
     clean_env.setenv("PARLEY_TTS_VOICE", "nova")  # an OpenAI voice name, but PARLEY_TTS is local
     with pytest.raises(SettingsError, match="PARLEY_TTS_VOICE"):
         Settings.load().check_providers()
-    clean_env.setenv("PARLEY_PIPELINE", "realtime")  # there it names the realtime voice
+    clean_env.setenv("PARLEY_PIPELINE", "realtime")  # Piper only speaks fixed phrases there
     clean_env.setenv("OPENAI_API_KEY", "sk-x")
+    Settings.load().check_providers()
+
+
+def test_each_voice_variable_has_one_meaning(clean_env):
+    clean_env.setenv("PARLEY_PIPELINE", "realtime")
+    clean_env.setenv("OPENAI_API_KEY", "sk-x")
+    clean_env.setenv("PARLEY_REALTIME_VOICE", "nova")
+    clean_env.setenv("PARLEY_TTS", "openai")
+    clean_env.setenv("PARLEY_TTS_VOICE", "shimmer")
     s = Settings.load()
-    s.check_providers()
-    assert RealtimeOptions.from_settings(s).voice == "nova"
+    assert RealtimeOptions.from_settings(s).voice == "nova" and s.openai_tts_voice == "shimmer"
 
 
 @pytest.mark.parametrize(("base", "url"), [
@@ -108,7 +116,7 @@ def test_deepgram_url(base, url):
 async def test_realtime_options_reach_the_server():
     with RealtimeFake() as fake:
         s = Settings(pipeline="realtime", openai_api_key="sk-rt-unit", openai_base_url=fake.base_url,
-                     realtime_model="rt-unit", realtime_turn_detection="semantic_vad", tts_voice="coral",
+                     realtime_model="rt-unit", realtime_turn_detection="semantic_vad",
                      realtime_voice="coral", realtime_transcription_model="whisper-1")
         model = realtime_model(RealtimeOptions.from_settings(s))
         session = AgentSession(llm=model)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from livekit import api
 
-from agent.devstack import BIN, ROOT, LiveKitServer, Worker
+from harness.devstack import BIN, ROOT, LiveKitServer, Worker
 from tests.conftest import CallResult, run_call, wait_report
 from tests.fakes import DeepgramFake, OpenAIFake, RealtimeFake, closed_port
 
@@ -201,7 +201,7 @@ def rt(livekit_server, out_dir, report_dir):
     fake = RealtimeFake().start()
     w = start_worker(livekit_server, out_dir, report_dir, "parley-rt", PARLEY_PIPELINE="realtime",
                      OPENAI_API_KEY="sk-rt", OPENAI_BASE_URL=fake.base_url, PARLEY_REALTIME_MODEL="rt-e2e",
-                     PARLEY_TTS_VOICE="verse", PARLEY_REALTIME_SILENCE_MS="700", PARLEY_FALLBACK_TIMEOUT="2")
+                     PARLEY_REALTIME_VOICE="verse", PARLEY_REALTIME_SILENCE_MS="700", PARLEY_FALLBACK_TIMEOUT="2")
     yield fake, w
     w.stop()
     fake.stop()

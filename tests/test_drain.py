@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from agent.devstack import Call, LiveKitServer, Worker
+from harness.devstack import Call, LiveKitServer, Worker
 from tests.conftest import records, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.devstack import LiveKitServer, Worker
+from harness.devstack import LiveKitServer, Worker
 
 pytestmark = pytest.mark.e2e
 

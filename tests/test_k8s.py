@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agent.devstack import BIN, ROOT
+from harness.devstack import BIN, ROOT
 
 K8S = ROOT / "k8s"
 OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())

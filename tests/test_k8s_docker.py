@@ -23,7 +23,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from agent.devstack import BIN, ROOT
+from harness.devstack import BIN, ROOT
 
 DOCKER = ROOT / "docker"
 IMAGES = {"worker": DOCKER / "worker.Dockerfile", "tokens": DOCKER / "tokens.Dockerfile"}
@@ -142,6 +142,17 @@ def test_worker_image_starts_in_production_mode_and_drains():
     from agent.settings import Settings
 
     assert expose.value == (str(Settings().health_port),)
+
+
+def test_worker_image_holds_only_the_worker():
+    """The worker image copies the worker package alone (no harness/, ops/, tokens/) and
+    its build fails if a development tool or another program ended up installed."""
+    _, st = stages(IMAGES["worker"])
+    sources = {src.rstrip("/") for s in st for c in s.all("COPY") if not any(f.startswith("--from") for f in c.flags)
+               for src in c.value[:-1]}
+    assert "agent" in sources and not sources & {"harness", "ops", "tokens", "tests", "."}, sources
+    build = "\n".join(s.run_text() for s in st[:-1])
+    assert all(m in build for m in ("'harness'", "'ops'", "'tokens'")), "the build must check they are absent"
 
 
 def test_worker_image_bakes_in_the_models():

@@ -11,9 +11,9 @@ from livekit import rtc
 from livekit.agents import llm, tokenize
 from livekit.agents import tts as tts_mod
 
-from agent.audio import read_wav, rms
 from agent.providers import local_llm, local_stt, local_tts
 from agent.settings import Settings
+from harness.audio import read_wav, rms
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from livekit import api
 
-from agent.devstack import Call, LiveKitServer, Worker, free_port
-from agent.sipstack import Redis, lk_redis_config
+from harness.devstack import Call, LiveKitServer, Worker, free_port
+from harness.sipstack import Redis, lk_redis_config
 from tests.conftest import records, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -34,7 +34,7 @@ def test_worker_load_counts_calls_without_cpu():
 
 
 def test_measured_cpu_counts_when_higher():
-    load = WorkerLoad(LoadOptions(max_calls=100, threshold=0.75, use_cpu=True, cpu_window_s=1.0))
+    load = WorkerLoad(LoadOptions(max_calls=100, threshold=0.75, use_cpu=True))
     stop = time.monotonic() + 3.0
 
     def burn() -> None:

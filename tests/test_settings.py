@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from agent.devstack import BIN, ROOT
 from agent.settings import Settings, SettingsError
+from harness.devstack import BIN, ROOT
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from livekit import api
 
-from agent.devstack import BIN, ROOT, Worker
-from agent.sipstack import SipStack
 from agent.telephony import GOODBYE
+from harness.devstack import BIN, ROOT, Worker
+from harness.sipstack import SipStack
 
 from .sip.rtp import (
     RATE,

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.audio import read_wav
-from agent.devstack import BIN, ROOT, free_port
 from agent.settings import Settings, SettingsError
 from agent.telephony import is_goodbye
+from harness.audio import read_wav
+from harness.devstack import BIN, ROOT, free_port
 
 from .sip.rtp import caller_stream, ulaw_decode, wav_ulaw_payload
 

@@ -18,10 +18,10 @@ import jwt
 import pytest
 from livekit import api
 
-from agent.devstack import BIN, ROOT, TokenService, free_port
-from agent.settings import Settings
+from harness.devstack import BIN, ROOT, TokenService, free_port
 from tokens.minting import InvalidRequest, Minter
 from tokens.ratelimit import RateLimiter
+from tokens.settings import TokenSettings
 
 LK_KEY = "test-key"
 LK_SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -35,6 +35,11 @@ BASE_ENV = {
     "PARLEY_TOKEN_API_KEY": API_KEY,
     "PARLEY_TOKEN_TTL": "600",
     "PARLEY_TOKEN_RATE_LIMIT": "0",
+    # The contract tests run without a livekit-server: no call caps (test_tokens_hardening.py
+    # tests those against a real one), and metrics only where a test scrapes them.
+    "PARLEY_TOKEN_MAX_CALLS_PER_CLIENT": "0",
+    "PARLEY_TOKEN_MAX_CALLS": "0",
+    "PARLEY_TOKEN_METRICS_PORT": "0",
 }
 CONTRACT_FIELDS = {"server_url", "room", "identity", "token", "expires_at"}
 
@@ -91,7 +96,8 @@ def service_factory(out_dir: Path) -> Iterator:
 
 @pytest.fixture(scope="module")
 def svc(service_factory) -> TokenService:
-    return service_factory()
+    # Client-named rooms on, so the room rules (prefix, telephony, pattern) show in the answers.
+    return service_factory(PARLEY_TOKEN_CLIENT_ROOMS="1")
 
 
 # ---------------------------------------------------------------- minted tokens
@@ -101,34 +107,39 @@ def minter(**env: str) -> Minter:
     saved = dict(os.environ)
     os.environ.update({**BASE_ENV, **env})
     try:
-        return Minter.from_settings(Settings.load())
+        return Minter.from_settings(TokenSettings.load())
     finally:
         os.environ.clear()
         os.environ.update(saved)
 
 
+def mint(m: Minter, body: bytes):
+    return m.mint(m.plan(m.parse(body)))
+
+
 def test_token_grants_are_narrow() -> None:
-    m = minter()
-    out = m.mint(m.parse(b'{"room": "lobby-1", "identity": "alice", "name": "Alice", "metadata": "{\\"a\\":1}"}'))
+    m = minter(PARLEY_TOKEN_CLIENT_ROOMS="1")
+    out = mint(m, b'{"room": "web-lobby-1", "identity": "alice", "name": "Alice", "metadata": "{\\"a\\":1}"}')
     c = claims(out.token)
     v = c.video
     assert v is not None
-    assert (v.room_join, v.room) == (True, "lobby-1")
+    assert (v.room_join, v.room) == (True, "web-lobby-1")
     assert v.can_subscribe is True and v.can_publish is True and v.can_publish_data is True
     assert v.can_publish_sources == ["microphone"]  # no camera, no screen share
     assert not v.room_create and not v.room_admin and not v.room_list and not v.room_record
     assert not v.can_update_own_metadata and not v.hidden and not v.recorder and not v.agent
     assert c.sip is None or not (c.sip.admin or c.sip.call)
-    assert (c.identity, c.name, c.metadata) == ("alice", "Alice", '{"a":1}')
-    assert (out.room, out.identity, out.server_url) == ("lobby-1", "alice", "ws://127.0.0.1:7880")
+    assert (c.identity, c.name, c.metadata) == (out.identity, "Alice", '{"a":1}')
+    assert out.identity.startswith("alice-")  # requested identities are made unique
+    assert (out.room, out.server_url) == ("web-lobby-1", "ws://127.0.0.1:7880")
 
 
 def test_token_dispatches_the_agent_by_name() -> None:
     m = minter()
-    default = claims(m.mint(m.parse(b"{}")).token)
+    default = claims(mint(m, b"{}").token)
     assert default.room_config is not None
     assert [a.agent_name for a in default.room_config.agents] == ["parley-test"]
-    chosen = claims(m.mint(m.parse(b'{"agent": "helper"}')).token)
+    chosen = claims(mint(m, b'{"agent": "helper"}').token)
     assert [a.agent_name for a in chosen.room_config.agents] == ["helper"]
     with pytest.raises(InvalidRequest, match="agent 'other' is not allowed"):
         m.parse(b'{"agent": "other"}')
@@ -137,7 +148,7 @@ def test_token_dispatches_the_agent_by_name() -> None:
 def test_token_ttl_and_expires_at() -> None:
     m = minter(PARLEY_TOKEN_TTL="120")
     before = int(time.time())
-    out = m.mint(m.parse(b""))
+    out = mint(m, b"")
     payload = jwt.decode(out.token, LK_SECRET, algorithms=["HS256"])  # verifies the signature too
     assert payload["exp"] - payload["nbf"] == 120, payload
     assert before <= payload["nbf"] <= int(time.time()) + 1
@@ -146,29 +157,33 @@ def test_token_ttl_and_expires_at() -> None:
 
 
 def test_random_room_and_identity_are_unique_and_valid() -> None:
-    m = minter()
-    outs = [m.mint(m.parse(b"{}")) for _ in range(50)]
+    m = minter(PARLEY_TOKEN_CLIENT_ROOMS="1")
+    outs = [mint(m, b"{}") for _ in range(50)]
     assert len({o.room for o in outs}) == 50 and len({o.identity for o in outs}) == 50
     for o in outs:
+        assert o.room.startswith("web-")
         m.parse(json.dumps({"room": o.room, "identity": o.identity}).encode())  # our own names validate
 
 
 def test_any_agent_when_allowed_by_star() -> None:
     m = minter(PARLEY_TOKEN_AGENTS="*")
-    assert claims(m.mint(m.parse(b'{"agent": "sales-bot"}')).token).room_config.agents[0].agent_name == "sales-bot"
+    assert claims(mint(m, b'{"agent": "sales-bot"}').token).room_config.agents[0].agent_name == "sales-bot"
     with pytest.raises(InvalidRequest, match="is not allowed"):
         m.parse(b'{"agent": "bad agent name"}')
 
 
 def test_public_url_is_what_clients_get() -> None:
     m = minter(PARLEY_LIVEKIT_PUBLIC_URL="wss://voice.example.com")
-    assert m.mint(m.parse(b"{}")).server_url == "wss://voice.example.com"
+    assert mint(m, b"{}").server_url == "wss://voice.example.com"
 
 
 def test_room_pattern_is_configurable() -> None:
-    m = minter(PARLEY_TOKEN_ROOM_PATTERN=r"support-[0-9]{1,6}")
-    assert m.mint(m.parse(b'{"room": "support-42"}')).room == "support-42"
-    with pytest.raises(InvalidRequest, match=r"room 'sales-1' is not allowed: names must match support-"):
+    m = minter(PARLEY_TOKEN_CLIENT_ROOMS="1", PARLEY_TOKEN_ROOM_PREFIX="support-",
+               PARLEY_TOKEN_ROOM_PATTERN=r"support-[0-9]{1,6}")
+    assert mint(m, b'{"room": "support-42"}').room == "support-42"
+    with pytest.raises(InvalidRequest, match=r"room 'support-x' is not allowed: names must match support-"):
+        m.parse(b'{"room": "support-x"}')
+    with pytest.raises(InvalidRequest, match=r"room 'sales-1' is not allowed: names must start with 'support-'"):
         m.parse(b'{"room": "sales-1"}')
 
 
@@ -195,14 +210,16 @@ def test_rate_limiter_memory_is_bounded() -> None:
 
 
 def test_contract_200(svc: TokenService) -> None:
-    r = post_token(svc.url, {"room": "room-1", "identity": "bob", "name": "Bob", "agent": "helper"})
+    r = post_token(svc.url, {"identity": "bob", "name": "Bob", "agent": "helper"})
     assert r.status == 200, r.body
     data = r.json()
     assert set(data) == CONTRACT_FIELDS
-    assert (data["room"], data["identity"], data["server_url"]) == ("room-1", "bob", "ws://127.0.0.1:7880")
+    assert data["room"].startswith("web-") and data["identity"].startswith("bob-")
+    assert data["server_url"] == "ws://127.0.0.1:7880"
     assert datetime.fromisoformat(data["expires_at"]) > datetime.now(UTC)
     c = claims(data["token"])
-    assert c.video.room == "room-1" and c.room_config.agents[0].agent_name == "helper"
+    assert c.video.room == data["room"] and c.room_config.agents[0].agent_name == "helper"
+    assert (c.identity, c.name) == (data["identity"], "Bob")
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["content-type"] == "application/json"
     assert r.headers["x-content-type-options"] == "nosniff"
@@ -212,15 +229,17 @@ def test_empty_body_means_defaults(svc: TokenService) -> None:
     for raw in (b"", b"{}", b"null", b"  \n"):
         r = post_token(svc.url, raw=raw)
         assert r.status == 200, (raw, r.body)
-        assert r.json()["room"].startswith("parley-")
+        assert r.json()["room"].startswith("web-")
 
 
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        ({"room": "no spaces"}, "room 'no spaces' is not allowed"),
+        ({"room": "web-no spaces"}, "room 'web-no spaces' is not allowed"),
         ({"room": "../../etc"}, "is not allowed"),
         ({"room": "-leading-dash"}, "is not allowed"),
+        ({"room": "lobby"}, "names must start with 'web-'"),
+        ({"room": "call-_+15550100_abc"}, "telephony room namespace"),
         ({"room": "x" * 65}, "room: too long (max 64 characters)"),
         ({"room": ""}, "room: must not be empty"),
         ({"room": 5}, "room: must be a string"),
@@ -229,7 +248,7 @@ def test_empty_body_means_defaults(svc: TokenService) -> None:
         ({"name": ["Alice"]}, "name: must be a string"),
         ({"agent": "someone-else"}, "agent 'someone-else' is not allowed"),
         ({"metadata": "m" * 1025}, "metadata: too long"),
-        ({"room": "ok", "admin": True}, "unknown field 'admin'"),
+        ({"room": "web-ok", "admin": True}, "unknown field 'admin'"),
         ([1, 2], "request body must be a JSON object"),
         ("room", "request body must be a JSON object"),
     ],
@@ -284,7 +303,7 @@ def test_healthz_openapi_and_methods(svc: TokenService) -> None:
     assert {"200", "400", "401", "429"} <= set(op["responses"])
     schema = op["requestBody"]["content"]["application/json"]["schema"]
     assert schema["additionalProperties"] is False and {"room", "identity", "name", "agent"} <= set(schema["properties"])
-    assert schema["properties"]["room"]["anyOf"][0]["pattern"] == "^(?:[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"
+    assert schema["properties"]["room"]["anyOf"][0]["pattern"] == "^(?=web\\-)(?:[A-Za-z0-9][A-Za-z0-9_-]{0,63})$"
     r = request(svc.url, "GET", "/api/token")
     assert r.status == 405 and "method not allowed" in r.json()["error"] and r.headers["allow"] == "POST"
     assert request(svc.url, "GET", "/api/nothing").json() == {"error": "not found"}
@@ -343,15 +362,17 @@ def test_bad_settings_and_busy_port_are_one_line_errors(svc: TokenService) -> No
 
 
 def test_access_log_is_structured_and_secret_free(service_factory) -> None:
-    svc = service_factory()
-    token = post_token(svc.url, {"room": "logged-room"}).json()["token"]
+    svc = service_factory(PARLEY_TOKEN_CLIENT_ROOMS="1")
+    grant = post_token(svc.url, {"room": "web-logged-room"}).json()
+    token = grant["token"]
     post_token(svc.url, {}, key="wrong-key-value")
     time.sleep(0.3)
     log = svc.proc.log()
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    ok = [x for x in lines if x.get("room") == "logged-room"]
+    ok = [x for x in lines if x.get("room") == "web-logged-room"]
     assert ok and ok[0]["status"] == 200 and ok[0]["path"] == "/api/token" and "ms" in ok[0]
     assert any(x["status"] == 401 and x.get("reason") == "wrong key" for x in lines)
+    assert ok[0]["identity"] == grant["identity"]
     for secret in (API_KEY, "wrong-key-value", LK_SECRET, token, token.split(".")[1]):
         assert secret not in log
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from livekit import api
 
-from agent.devstack import TokenService
+from harness.devstack import TokenService
 
 from .test_tokens import API_KEY, BASE_ENV, CONTRACT_FIELDS, LK_KEY, LK_SECRET
 

@@ -12,8 +12,8 @@ import pytest
 from livekit import api, rtc
 from livekit.protocol import models
 
-from agent.devstack import LiveKitServer, TokenService, Worker
 from agent.settings import Settings
+from harness.devstack import LiveKitServer, TokenService, Worker
 
 from .test_browser import wait_worker_idle
 

@@ -10,6 +10,7 @@ import pytest
 from livekit.agents import AgentSession
 
 from agent.assistant import ParleyAgent
+from agent.callstate import Call
 from agent.providers.openai_llm import OpenAILLMOptions, openai_llm
 from agent.settings import Settings
 from agent.tools import Entry, KeywordSource, tools_for
@@ -24,11 +25,14 @@ def fake():
 
 def cloud_settings(fake: OpenAIFake, **kw) -> Settings:
     return Settings(llm="openai", openai_api_key="sk-tools", openai_base_url=fake.base_url,
-                    openai_llm_model="gpt-tools", fallback=False, **kw)
+                    llm_model="gpt-tools", fallback=False, **kw)
 
 
-async def start(settings: Settings, **agent_kw) -> AgentSession:
-    session = AgentSession(llm=openai_llm(OpenAILLMOptions.from_settings(settings)))
+async def start(settings: Settings, **agent_kw) -> AgentSession[Call]:
+    # Text mode: the Call has no room or job; ending it closes the session.
+    call = Call(settings)
+    session = AgentSession[Call](userdata=call, llm=openai_llm(OpenAILLMOptions.from_settings(settings)))
+    call.attach(session)
     await session.start(ParleyAgent(settings, greeting="", **agent_kw))
     return session
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from livekit.agents import inference, llm, stt, tts, vad
@@ -42,7 +41,7 @@ def local_stt(settings: Settings) -> WhisperSTT:
 
 
 def local_llm(settings: Settings) -> LlamaLLM:
-    path = Path(settings.llm_model) if settings.llm == "local" and settings.llm_model else models.smollm2_gguf()
+    path = settings.local_llm_path or models.smollm2_gguf()
     return LlamaLLM(
         LlamaOptions(model_path=path, n_threads=settings.llm_threads, max_tokens=settings.llm_max_tokens,
                      warmup_system=settings.instructions)
@@ -50,9 +49,8 @@ def local_llm(settings: Settings) -> LlamaLLM:
 
 
 def local_tts(settings: Settings) -> PiperTTS:
-    # With the realtime pipeline PARLEY_TTS_VOICE names the realtime model's voice, not a Piper file.
-    own_voice = settings.tts == "local" and settings.tts_voice and settings.pipeline != "realtime"
-    path = Path(settings.tts_voice) if own_voice else models.piper_joe()
+    # Piper also speaks the realtime pipeline's fixed phrases: only PARLEY_TTS=local names its voice.
+    path = (settings.piper_voice_path if settings.pipeline == "cascade" else None) or models.piper_joe()
     return PiperTTS(PiperOptions(model_path=path))
 
 

@@ -20,6 +20,7 @@ from livekit.agents.utils import aio
 from livekit.plugins import deepgram
 from livekit.plugins.deepgram import stt as deepgram_stt
 
+from .. import compat
 from ..settings import Settings
 
 DEFAULT_URL = "https://api.deepgram.com/v1/listen"
@@ -36,7 +37,7 @@ class DeepgramOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeepgramOptions:
-        return cls(api_key=settings.deepgram_api_key, model=settings.deepgram_model,
+        return cls(api_key=settings.deepgram_api_key.get_secret_value(), model=settings.deepgram_model,
                    language=settings.deepgram_language, base_url=settings.deepgram_base_url,
                    timeout=settings.fallback_timeout, stall_timeout=2 * settings.fallback_timeout)
 
@@ -65,11 +66,11 @@ class DeepgramSTT(deepgram.STT):
             conn_options=conn_options,
             opts=self._sanitize_options(language=language),
             api_key=self._api_key,
-            http_session=self._ensure_session(),
+            http_session=compat.plugin_http_session(self),
             base_url=self._opts.endpoint_url,
             stall_timeout=self._stall_timeout,
         )
-        self._streams.add(stream)
+        compat.track_stream(self, stream)
         return stream
 
 

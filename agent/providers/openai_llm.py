@@ -20,7 +20,7 @@ class OpenAILLMOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAILLMOptions:
-        return cls(api_key=settings.openai_api_key, model=settings.openai_llm_model,
+        return cls(api_key=settings.openai_api_key.get_secret_value(), model=settings.openai_llm_model,
                    base_url=settings.openai_base_url, timeout=settings.fallback_timeout)
 
 

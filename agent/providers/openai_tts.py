@@ -31,7 +31,7 @@ class OpenAITTSOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAITTSOptions:
-        return cls(api_key=settings.openai_api_key, model=settings.openai_tts_model,
+        return cls(api_key=settings.openai_api_key.get_secret_value(), model=settings.openai_tts_model,
                    voice=settings.openai_tts_voice, base_url=settings.openai_base_url,
                    timeout=settings.fallback_timeout)
 

@@ -18,6 +18,7 @@ from livekit.plugins.openai import realtime
 from openai.types.realtime import AudioTranscription
 from openai.types.realtime.realtime_audio_input_turn_detection import SemanticVad, ServerVad
 
+from .. import compat
 from ..settings import Settings
 
 logger = logging.getLogger("parley.providers")
@@ -40,7 +41,7 @@ class RealtimeOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> RealtimeOptions:
         return cls(
-            api_key=settings.openai_api_key, model=settings.realtime_model, voice=settings.realtime_voice,
+            api_key=settings.openai_api_key.get_secret_value(), model=settings.realtime_model, voice=settings.realtime_voice,
             base_url=settings.openai_base_url,
             turn_detection=settings.realtime_turn_detection,  # type: ignore[arg-type]
             vad_threshold=settings.realtime_vad_threshold, silence_ms=settings.realtime_silence_ms,
@@ -65,7 +66,7 @@ class _Session(realtime.RealtimeSession):
     async def update_chat_ctx(self, chat_ctx: llm.ChatContext) -> None:
         # After a fatal connection failure there is no server copy to keep in step; waiting
         # for its acknowledgement would hold the hand-over to the local pipeline for 5 s.
-        if self._main_atask.done():
+        if compat.realtime_session_failed(self):
             return
         await super().update_chat_ctx(chat_ctx)
 
@@ -73,7 +74,7 @@ class _Session(realtime.RealtimeSession):
 class RealtimeModel(realtime.RealtimeModel):
     def session(self, *, turn_detection_disabled: bool = False) -> realtime.RealtimeSession:
         sess = _Session(self, turn_detection_disabled=turn_detection_disabled)
-        self._sessions.add(sess)
+        compat.register_realtime_session(self, sess)
         return sess
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livekit.agents import inference
-from livekit.agents.inference.eot.base import _BaseStreamingTurnDetectorStream
-from livekit.agents.inference.eot.transports import _LocalTransport
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.voice.turn import TurnDetectionEvent
+
+from ..compat import LocalTurnTransport, TurnDetectorStream
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,18 @@ class ProgressiveTurnDetector(inference.TurnDetector):
 
     def stream(
         self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
-    ) -> _BaseStreamingTurnDetectorStream:
+    ) -> TurnDetectorStream:
         return _ProgressiveStream(
             self._progressive,
             detector=self,
             opts=self._opts,
-            transport=_LocalTransport(opts=self._opts),
+            transport=LocalTurnTransport(opts=self._opts),
             model=self._model,
             local_fallback=False,
         )
 
 
-class _ProgressiveStream(_BaseStreamingTurnDetectorStream):
+class _ProgressiveStream(TurnDetectorStream):
     def __init__(self, p_opts: ProgressiveOptions, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._p_opts = p_opts

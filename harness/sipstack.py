@@ -1,6 +1,6 @@
 """The telephony stack on loopback: Redis, livekit-server (with that Redis) and livekit-sip.
 
-`python -m agent.sipstack up|down|status` is what `make sip-up` / `make sip-down` run:
+`python -m harness.sipstack up|down|status` is what `make sip-up` / `make sip-down` run:
 the processes start in the background (their own session, so a closed terminal does
 not stop them), pid files and logs live in `logs/sip/`. The tests use the same classes
 on free ports, so `make test` runs the stack `make sip-up` starts.
@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ops.settings import OpsSettings as Settings
+from ops.settings import SettingsError
+
 from .devstack import BIN, ROOT, Proc, free_port, wait_port
-from .settings import Settings, SettingsError
 
 STATE_DIR = ROOT / "logs" / "sip"
 
@@ -244,7 +246,7 @@ def _lk_server_config(settings: Settings) -> str:
         f"port: {port}\n"
         "bind_addresses: [127.0.0.1]\n"
         "rtc:\n  tcp_port: 7881\n  udp_port: 7882\n  use_external_ip: false\n  node_ip: 127.0.0.1\n"
-        f"keys:\n  {settings.livekit_api_key}: {settings.livekit_api_secret}\n"
+        f"keys:\n  {settings.livekit_api_key}: {settings.secret}\n"
         + lk_redis_config(settings.redis_address)
         + "logging:\n  level: info\n"
     )
@@ -307,7 +309,7 @@ def up(settings: Settings) -> None:
             raise StackError(f"SIP port {settings.sip_port} is taken by another program: set PARLEY_SIP_PORT")
         sip = SipService(
             sip_port=settings.sip_port, rtp_ports=(lo, hi), ws_url=settings.livekit_url,
-            api_key=settings.livekit_api_key, api_secret=settings.livekit_api_secret,
+            api_key=settings.livekit_api_key, api_secret=settings.secret,
             redis_address=settings.redis_address,
         ).start(STATE_DIR)
         assert sip.proc is not None
@@ -346,7 +348,7 @@ def status() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agent.sipstack",
+    p = argparse.ArgumentParser(prog="python -m harness.sipstack",
                                 description="Start/stop Redis + livekit-server + livekit-sip on loopback.")
     p.add_argument("action", choices=("up", "down", "status"))
     p.add_argument("--no-setup", action="store_true", help="up: do not provision trunks and dispatch rule")

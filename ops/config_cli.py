@@ -1,11 +1,11 @@
-"""`parley-config`: print the effective configuration, secrets masked."""
+"""`parley-config`: print the worker's effective configuration, secrets masked."""
 
 from __future__ import annotations
 
 import json
 import sys
 
-from .settings import Settings, SettingsError
+from agent.settings import Settings, SettingsError
 
 
 def main() -> int:

@@ -16,13 +16,21 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from livekit import api
 
-from .settings import Settings, SettingsError
-from .sip import API_ERRORS, api_error, find_outbound_trunk, http_url, quiet_dev_key_warning
+from .settings import OpsSettings as Settings
+from .settings import SettingsError
+from .sip import (
+    API_ERRORS,
+    api_error,
+    connection_overrides,
+    find_outbound_trunk,
+    http_url,
+    quiet_dev_key_warning,
+)
 
 # E.164-ish: what a SIP trunk puts in the request URI's user part.
 _NUMBER = re.compile(r"\+?[0-9]{3,20}")
@@ -110,13 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         print("parley-dial: --ring-timeout must be between 1 and 300 seconds", file=sys.stderr)
         return 2
     try:
-        settings = Settings.load()
+        settings = Settings.load(**connection_overrides(args))
     except SettingsError as e:
         print(f"parley-dial: configuration error: {e}", file=sys.stderr)
         return 2
-    settings = replace(settings, livekit_url=args.url or settings.livekit_url,
-                       livekit_api_key=args.api_key or settings.livekit_api_key,
-                       livekit_api_secret=args.api_secret or settings.livekit_api_secret)
     quiet_dev_key_warning(settings)
     digits = number.lstrip("+")
     opts = DialOptions(
@@ -126,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def run() -> DialResult:
-        lkapi = api.LiveKitAPI(http_url(settings.livekit_url), settings.livekit_api_key,
-                               settings.livekit_api_secret)
+        lkapi = api.LiveKitAPI(http_url(settings.livekit_url), settings.livekit_api_key, settings.secret)
         try:
             return await dial(lkapi, opts)
         finally:

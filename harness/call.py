@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 from livekit import api, rtc
 
-from .audio import AudioFileError, Clip, read_wav, resample, rms
-from .settings import Settings, SettingsError
+from agent.audio import resample
+
+from .audio import AudioFileError, Clip, read_wav, rms
+from .settings import HarnessSettings as Settings
+from .settings import SettingsError
 
 RATE = 48000
 FRAME = RATE // 100  # 10 ms
@@ -427,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = CallOptions(
         url=args.url or settings.livekit_url,
         api_key=args.api_key or settings.livekit_api_key,
-        api_secret=args.api_secret or settings.livekit_api_secret,
+        api_secret=args.api_secret or settings.secret,
         agent=args.agent or settings.agent_name,
         room=args.room or f"parley-call-{secrets.token_hex(4)}",
         clips=clips,

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 import aiohttp
 from livekit import api
 
-from .settings import Settings, SettingsError
+from .settings import OpsSettings as Settings
+from .settings import SettingsError
 
 INBOUND_TRUNK = "parley-inbound"
 OUTBOUND_TRUNK = "parley-outbound"
@@ -60,12 +61,12 @@ class SipOptions:
             number=s.sip_number,
             allowed_addresses=s.sip_allowed_addresses,
             auth_username=s.sip_auth_username,
-            auth_password=s.sip_auth_password,
+            auth_password=s.sip_auth_password.get_secret_value(),
             agent_name=s.agent_name,
             room_prefix=s.sip_room_prefix,
             outbound_address=s.sip_outbound_address,
             outbound_number=s.sip_outbound_number or s.sip_number,
-            reject_secret=s.livekit_api_secret,
+            reject_secret=s.secret,
         )
 
 
@@ -233,9 +234,15 @@ API_TIMEOUT_S = 20.0
 API_ERRORS = (api.TwirpError, asyncio.TimeoutError, aiohttp.ClientError, OSError)
 
 
+def connection_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """--url/--api-key/--api-secret, where given, win over the environment."""
+    given = {"livekit_url": args.url, "livekit_api_key": args.api_key, "livekit_api_secret": args.api_secret}
+    return {k: v for k, v in given.items() if v}
+
+
 def quiet_dev_key_warning(settings: Settings) -> None:
     """PyJWT warns on every token signed with the dev secret ("secret"); once is enough (README)."""
-    if settings.livekit_api_secret == "secret":
+    if settings.secret == "secret":
         warnings.filterwarnings("ignore", message="The HMAC key is")
 
 
@@ -256,7 +263,7 @@ def api_error(e: BaseException, url: str) -> str:
 
 async def run_setup(settings: Settings, *, quiet: bool = True) -> SetupResult:
     quiet_dev_key_warning(settings)
-    lkapi = api.LiveKitAPI(http_url(settings.livekit_url), settings.livekit_api_key, settings.livekit_api_secret)
+    lkapi = api.LiveKitAPI(http_url(settings.livekit_url), settings.livekit_api_key, settings.secret)
     try:
         res = await asyncio.wait_for(setup(lkapi, SipOptions.from_settings(settings)), API_TIMEOUT_S)
     except API_ERRORS as e:
@@ -282,26 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = p.parse_args(argv)
     try:
-        settings = Settings.load()
+        settings = Settings.load(**connection_overrides(args))
     except SettingsError as e:
         print(f"parley-sip: configuration error: {e}", file=sys.stderr)
         return 2
-    from dataclasses import replace
-
-    settings = replace(
-        settings,
-        livekit_url=args.url or settings.livekit_url,
-        livekit_api_key=args.api_key or settings.livekit_api_key,
-        livekit_api_secret=args.api_secret or settings.livekit_api_secret,
-    )
 
     quiet_dev_key_warning(settings)
 
     async def run() -> dict[str, object]:
         if args.action == "setup":
             return asdict(await run_setup(settings, quiet=args.json))
-        lkapi = api.LiveKitAPI(http_url(settings.livekit_url), settings.livekit_api_key,
-                               settings.livekit_api_secret)
+        lkapi = api.LiveKitAPI(http_url(settings.livekit_url), settings.livekit_api_key, settings.secret)
         try:
             if args.action == "teardown":
                 return {"deleted": await asyncio.wait_for(teardown(lkapi), 20)}

@@ -1,0 +1,155 @@
+"""`Call`: everything one call owns, kept as the session's userdata (`AgentSession[Call]`).
+
+The chosen providers, the turn tracker, the phone line (for a LiveKit SIP caller) and
+how the call ended live here, and so does the one way to end a call: `Call.end(reason)`.
+The `end_call` tool, the keypad's `#`, a spoken goodbye and a completed transfer all go
+through it: say the goodbye (if any), close the session (which plays what is queued and,
+with `RoomOptions.delete_room_on_close`, deletes the room: LiveKit SIP then sends BYE),
+and end the job. The session report is written from it when the job shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents import AgentSession, JobContext
+from livekit.agents.voice import SpeechHandle
+from livekit.agents.voice.events import CloseEvent, CloseReason
+
+from .report import TurnTracker, write_report
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .providers import SessionModels
+    from .telephony import PhoneLine
+
+logger = logging.getLogger("parley.call")
+
+# On a phone line the last words are still on their way through livekit-sip when local
+# playout ends; deleting the room at once would cut them off.
+PHONE_TAIL_S = 0.6
+
+
+@dataclass(eq=False)
+class Call:
+    settings: Settings
+    ctx: JobContext | None = None  # None in text-mode tests (no room, no job)
+    participant: str = ""
+    chosen: SessionModels | None = None
+    tracker: TurnTracker | None = None
+    line: PhoneLine | None = None
+    session: AgentSession[Call] | None = None
+    ended_by: str = ""
+    started_at: float = field(default_factory=time.time)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def room(self) -> str:
+        return self.ctx.room.name if self.ctx is not None else ""
+
+    def attach(self, session: AgentSession[Call]) -> None:
+        self.session = session
+        if self.tracker is not None:
+            self.tracker.attach(session)
+        if self.line is not None:
+            self.line.attach(session)
+        session.on("close", self._on_close)
+
+    def _on_close(self, ev: CloseEvent) -> None:
+        if not self.ended_by:
+            self.ended_by = "caller" if ev.reason == CloseReason.PARTICIPANT_DISCONNECTED else f"agent ({ev.reason.value})"
+        logger.info("call closed reason=%s ended_by=%s", ev.reason.value, self.ended_by)
+        if self.ctx is not None:
+            # End the room and the job now rather than after LiveKit's departure timeout,
+            # so the call and its report finish together.
+            self.ctx.add_shutdown_callback(self._delete_room)
+            self.ctx.shutdown(reason=f"call ended by {self.ended_by}")
+
+    async def end(self, reason: str, *, goodbye: str | None = None) -> None:
+        """End the call for everyone (the one way a call is ended on purpose)."""
+        if self._begin_end(reason):
+            await self._finish_end(self._say_goodbye(goodbye))
+
+    def end_soon(self, reason: str, *, goodbye: str | None = None) -> None:
+        """`end` from a place that must not wait for it (a tool, an event handler). The
+        goodbye is queued at once, so it is spoken before the session drains and closes."""
+        if self._begin_end(reason):
+            self.spawn(self._finish_end(self._say_goodbye(goodbye)))
+
+    def _begin_end(self, reason: str) -> bool:
+        if self.ended_by:
+            return False
+        self.ended_by = reason
+        logger.info("call ending by=%s duration=%.1fs", reason, time.time() - self.started_at)
+        if self.line is not None:
+            self.line.ended(reason)
+        return True
+
+    def _say_goodbye(self, goodbye: str | None) -> SpeechHandle | None:
+        if self.session is None or not goodbye:
+            return None
+        try:
+            return self.session.say(goodbye, allow_interruptions=False)
+        except RuntimeError:  # the session is already closing: nothing left to say it on
+            return None
+
+    async def _finish_end(self, goodbye: SpeechHandle | None) -> None:
+        if goodbye is not None:
+            # A done callback, not wait_for_playout(): this may run on behalf of a function
+            # tool, where the framework forbids waiting for a speech queued behind the tool's own.
+            played = asyncio.get_running_loop().create_future()
+            goodbye.add_done_callback(lambda _h: played.done() or played.set_result(None))
+            await played
+            if self.line is not None:
+                await asyncio.sleep(PHONE_TAIL_S)
+        if self.session is not None:
+            self.session.shutdown(drain=True)  # -> "close" -> room deleted, job ends
+        elif self.ctx is not None:
+            await self._delete_room()
+            self.ctx.shutdown(reason=f"call ended by {self.ended_by}")
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _delete_room(self, *_: Any) -> None:
+        if self.ctx is None:
+            return
+        try:
+            await self.ctx.delete_room()
+        except Exception as e:  # already gone (deleted on close, or by the caller's side)
+            logger.debug("room delete: %s", e)
+
+    # --- the session report ----------------------------------------------------------
+
+    def report(self) -> dict[str, Any] | None:
+        """The framework's session report plus Parley's sections, or None without a session."""
+        if self.ctx is None:
+            return None
+        try:
+            report = self.ctx.make_session_report(self.session).to_dict()
+        except RuntimeError as e:  # no session was started (caller never joined)
+            logger.info("no session report: %s", e)
+            return None
+        report["ended_by"] = self.ended_by or "unknown"
+        if self.line is not None:
+            report["phone"] = self.line.summary()
+        if self.chosen is not None:
+            # report["usage"] (framework) has per provider/model audio seconds, tokens, characters.
+            report["providers"] = {**self.chosen.providers, "fallbacks": self.chosen.fallbacks.events}
+        return report
+
+    async def write_report(self, *_: Any) -> Path | None:
+        report = self.report()
+        if report is None:
+            return None
+        turns = self.tracker.turns if self.tracker is not None else []
+        path = write_report(self.settings.report_dir, self.room, report, turns)
+        logger.info("session report turns=%d path=%s", len(turns), path)
+        return path

@@ -1,0 +1,72 @@
+"""Every use of a private livekit-agents internal, in one place.
+
+livekit-agents 1.8 has no public hook for these; each is used through a function here
+so a framework upgrade breaks one module, and `tests/test_compat.py` fails naming the
+installed version and the missing internal (instead of a call failing mid-conversation).
+Replace an entry with the public API as soon as the framework offers one.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
+
+# Re-exported base classes the progressive end-of-turn detector extends
+# (agent/providers/turn_detector.py): the framework asks its audio model only once per pause.
+from livekit.agents.inference.eot.base import _BaseStreamingTurnDetectorStream as TurnDetectorStream
+from livekit.agents.inference.eot.transports import _LocalTransport as LocalTurnTransport
+from livekit.agents.worker import _DefaultLoadCalc
+
+if TYPE_CHECKING:
+    from livekit.agents import AgentServer
+
+FRAMEWORK_VERSION = version("livekit-agents")
+TESTED_WITH = "1.8.9"
+
+__all__ = [
+    "FRAMEWORK_VERSION", "LocalTurnTransport", "TESTED_WITH", "TurnDetectorStream", "default_cpu_load",
+    "plugin_http_session", "realtime_session_failed", "register_realtime_session", "track_stream",
+]
+
+
+def default_cpu_load(server: AgentServer) -> float:
+    """The framework's own CPU load figure (a 2.5 s moving average), which agent/load.py
+    combines with call slots instead of measuring CPU a second time."""
+    return _DefaultLoadCalc.get_load(server)
+
+
+def plugin_http_session(plugin: Any) -> Any:
+    """The aiohttp session a livekit plugin (Deepgram STT) opens its streams with."""
+    return plugin._ensure_session()
+
+
+def track_stream(plugin: Any, stream: Any) -> None:
+    """Register a stream we built ourselves so the plugin closes it with the others."""
+    plugin._streams.add(stream)
+
+
+def register_realtime_session(model: Any, session: Any) -> None:
+    """A RealtimeModel closes the sessions it tracks; ours subclasses its session class."""
+    model._sessions.add(session)
+
+
+def realtime_session_failed(session: Any) -> bool:
+    """Whether a realtime session's connection task ended for good (no server to sync with)."""
+    return session._main_atask.done()
+
+
+# What tests/test_compat.py checks exists: (object, attribute) per internal above.
+def internals() -> list[tuple[str, Any, str]]:
+    from livekit.plugins.deepgram import stt as deepgram_stt
+    from livekit.plugins.openai import realtime
+
+    return [
+        ("inference.eot.base._BaseStreamingTurnDetectorStream", TurnDetectorStream, "predict"),
+        ("inference.eot.base._BaseStreamingTurnDetectorStream", TurnDetectorStream, "cancel_inference"),
+        ("inference.eot.base._BaseStreamingTurnDetectorStream", TurnDetectorStream, "_default_event"),
+        ("worker._DefaultLoadCalc", _DefaultLoadCalc, "get_load"),
+        ("plugins.deepgram.STT", deepgram_stt.STT, "_ensure_session"),
+        ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_process_stream_event"),
+        ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_run"),
+        ("plugins.openai.realtime.RealtimeSession", realtime.RealtimeSession, "update_chat_ctx"),
+    ]
