@@ -150,6 +150,9 @@ class Call:
         if report is None:
             return None
         turns = self.tracker.turns if self.tracker is not None else []
-        path = write_report(self.settings.report_dir, self.room, report, turns)
-        logger.info("session report turns=%d path=%s", len(turns), path)
+        # Never raises: a failed write is one error line (from write_report), the call is unaffected.
+        path = write_report(self.settings.report_dir, self.room, report, turns,
+                            keep=self.settings.report_keep, max_age_days=self.settings.report_max_age_days)
+        if path is not None:
+            logger.info("session report turns=%d path=%s", len(turns), path)
         return path

@@ -87,14 +87,85 @@ class TurnTracker:
         )
 
 
-def write_report(report_dir: Path, room: str, report: dict[str, Any], turns: list[TurnMetrics]) -> Path:
-    """Atomically write `<report_dir>/<room>-<unix time>.json`; returns the path."""
-    report_dir.mkdir(parents=True, exist_ok=True)
+# A temporary report file older than this was left by a killed process: retention removes it.
+_STALE_TMP_S = 3600.0
+
+
+def write_report(report_dir: Path, room: str, report: dict[str, Any], turns: list[TurnMetrics], *,
+                 keep: int = 0, max_age_days: float = 0.0) -> Path | None:
+    """Atomically write `<report_dir>/<room>-<unix time>.json` and return its path.
+
+    Never overwrites: a second report for the same room in the same second becomes
+    `<room>-<time>-2.json` (hard link from the temporary file, which fails rather than
+    replaces). Never raises: a write failure (read-only or full disk, missing permission)
+    is one error line and None, with no temporary file left, so the call it belongs to is
+    unaffected. Then applies retention (`keep` newest, none older than `max_age_days`; 0 = no limit).
+    """
     body = dict(report)
     body["turns"] = [asdict(t) for t in turns]
-    path = report_dir / f"{room}-{int(time.time())}.json"
-    fd, tmp = tempfile.mkstemp(dir=report_dir, prefix=".report-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(body, f, indent=2, default=str)
-    os.replace(tmp, path)
+    tmp: str | None = None
+    try:
+        data = json.dumps(body, indent=2, default=str).encode()
+        report_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=report_dir, prefix=".report-", suffix=".json")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # a crash after the link leaves the whole report, not an empty file
+        path = _link_unique(Path(tmp), report_dir, f"{room}-{int(time.time())}")
+    except (OSError, ValueError, TypeError) as e:
+        logger.error("session report not written for room %s: %s", room, _reason(e))
+        return None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    prune_reports(report_dir, keep=keep, max_age_days=max_age_days)
     return path
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror} ({e.filename or ''})".replace(" ()", "")
+    return f"{type(e).__name__}: {e}"
+
+
+def _link_unique(tmp: Path, report_dir: Path, stem: str) -> Path:
+    for n in range(1, 1000):
+        path = report_dir / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists: never overwrites
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{stem}: 999 reports in one second")
+
+
+def prune_reports(report_dir: Path, *, keep: int, max_age_days: float) -> int:
+    """Delete reports beyond the newest `keep` or older than `max_age_days` (0 = no limit),
+    and temporary files a killed process left; returns how many were removed."""
+    now = time.time()
+    removed = 0
+    try:
+        entries = [(e.stat().st_mtime, e.path, e.name) for e in os.scandir(report_dir) if e.is_file()]
+    except OSError as e:
+        logger.warning("report retention skipped: %s", _reason(e))
+        return 0
+    reports = sorted(((m, p) for m, p, n in entries if n.endswith(".json") and not n.startswith(".")),
+                     reverse=True)
+    doomed = [p for m, p, n in entries if n.startswith(".report-") and now - m > _STALE_TMP_S]
+    for i, (mtime, p) in enumerate(reports):
+        if (keep and i >= keep) or (max_age_days and now - mtime > max_age_days * 86400):
+            doomed.append(p)
+    for p in doomed:
+        try:
+            os.unlink(p)
+            removed += 1
+        except FileNotFoundError:
+            pass  # another job process pruned it first
+        except OSError as e:
+            logger.warning("report retention: %s", _reason(e))
+            break
+    return removed

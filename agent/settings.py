@@ -134,6 +134,14 @@ class Settings(BaseSettings):
     load_cpu: bool = Field(True, alias="PARLEY_LOAD_CPU")  # also report measured CPU when higher
     idle_processes: int = Field(1, ge=0, alias="PARLEY_IDLE_PROCESSES")
     report_dir: Path = Field(Path("reports"), alias="PARLEY_REPORT_DIR")
+    # Reports kept in PARLEY_REPORT_DIR: the newest N, none older than D days (0 = no limit),
+    # so a pod's disk cannot fill with them and get the pod evicted.
+    report_keep: int = Field(1000, ge=0, alias="PARLEY_REPORT_KEEP")
+    report_max_age_days: float = Field(14.0, ge=0.0, alias="PARLEY_REPORT_MAX_AGE_DAYS")
+    # A job process (one call) above this footprint (PSS, as the framework samples it every
+    # 5 s) is killed alone, before it takes the pod down. A job process with every model
+    # loaded measures ~0.9 GB RSS in a call (see README); 0 turns the limit off.
+    job_memory_limit_mb: int = Field(2048, ge=0, alias="PARLEY_JOB_MEMORY_LIMIT_MB")
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
 
     # What the agent does on a phone line (agent/telephony.py)
