@@ -194,6 +194,9 @@ class TokenService:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     proc: Proc | None = None
+    # /metrics on a free port of its own (PARLEY_TOKEN_METRICS_PORT in env wins; "0" = off),
+    # so several services can run side by side.
+    metrics_port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
@@ -202,7 +205,9 @@ class TokenService:
     def start(self, log_dir: Path, *, name: str = "parley-tokens", timeout: float = 30.0) -> TokenService:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}-{self.port}.log"
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PARLEY_TOKEN_METRICS_PORT": str(self.metrics_port), **self.env,
+               "PYTHONUNBUFFERED": "1"}
+        self.metrics_port = int(env["PARLEY_TOKEN_METRICS_PORT"] or 0)
         out = log_path.open("ab")
         popen = subprocess.Popen(
             [str(BIN / "parley-tokens"), "--host", self.host, "--port", str(self.port)], cwd=ROOT, env=env,

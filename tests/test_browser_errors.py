@@ -136,7 +136,9 @@ def test_token_service_unreachable(service, browser: Browser, out_dir: Path) -> 
 
 def test_livekit_unreachable(service, browser: Browser, out_dir: Path) -> None:
     dead = f"ws://127.0.0.1:{free_port()}"  # nothing listens here
-    svc = service(LIVEKIT_URL=dead)
+    # The token service reaches LiveKit (it counts calls there); the browser is handed a
+    # URL it cannot reach. No worker serves the agent: the opened room takes no one's job.
+    svc = service(PARLEY_LIVEKIT_PUBLIC_URL=dead, PARLEY_AGENT_NAME="parley-nobody-home")
     page = browser.new_page()
     page.goto(f"{svc.url}/?connectTimeout=15")
     page.get_by_role("button", name="Start call").click()

@@ -260,15 +260,29 @@ def _closure(dists: set[str]) -> set[str]:
 
 
 def test_token_image_installs_what_tokens_imports():
-    """The token image installs a short package list instead of the worker's stack:
-    every third-party module tokens/ (and the agent modules it uses) imports must come
-    from that list or its dependencies."""
+    """The token image installs the token service's own requirements file and nothing of
+    the worker: no project wheel, no `--no-deps` hand-picking. Every third-party module
+    tokens/ imports must come from that file or its dependencies, the worker's stack must
+    not, the file's pins must match pyproject.toml, and tokens/ imports no program of ours."""
     _, st = stages(IMAGES["tokens"])
-    run = st[1].run_text()
-    (listed,) = [seg.split("pip install -c constraints.txt", 1)[1].split()
-                 for seg in re.split(r"&&|\n", run) if "pip install" in seg and "--no-deps" not in seg]
-    assert listed and all(re.fullmatch(r"[A-Za-z0-9_.-]+", d) for d in listed), listed
-    installed = _closure(set(listed))
+    build = st[1]
+    run = build.run_text()
+    assert "--no-deps" not in run, "the token image installs its own requirements, with their dependencies"
+    (listed_file,) = re.findall(r"pip install -c constraints\.txt -r (\S+)", run)
+    assert listed_file == "tokens/requirements.txt", listed_file
+    sources = {src.rstrip("/") for c in build.all("COPY") if not any(f.startswith("--from") for f in c.flags)
+               for src in c.value[:-1]}
+    assert sources <= {"constraints.txt", "tokens/requirements.txt", "tokens"}, sources
+    reqs = [Requirement(line) for line in (ROOT / listed_file).read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    assert reqs and all(len(r.specifier) == 1 and next(iter(r.specifier)).operator == "==" for r in reqs), reqs
+    pinned = {Requirement(d).name.lower().replace("_", "-"): str(Requirement(d).specifier)
+              for d in md.requires("parley") or [] if "extra ==" not in d}
+    for r in reqs:
+        assert pinned.get(r.name.lower().replace("_", "-")) == str(r.specifier), f"{r}: pyproject.toml pins {pinned.get(r.name)}"
+    installed = _closure({r.name for r in reqs})
+    assert not installed & {"livekit-agents", "faster-whisper", "llama-cpp-python", "piper-tts", "numpy"}, \
+        "the worker's stack would come with the token image"
     by_module = md.packages_distributions()
     missing = {}
     for module in _third_party_imports("tokens"):
@@ -279,6 +293,12 @@ def test_token_image_installs_what_tokens_imports():
         if not any(d.lower().replace("_", "-") in installed for d in dists):
             missing[module] = dists
     assert not missing, f"tokens imports modules its image does not install: {missing}"
+    own = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()} - {"tokens"}
+    for path in (ROOT / "tokens").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            assert not {n.split(".")[0] for n in names} & own, f"tokens/{path.name} imports {names}"
 
 
 def test_installed_package_carries_every_data_file(tmp_path: Path):

@@ -24,9 +24,13 @@ from harness.devstack import TokenService
 
 from .test_tokens import API_KEY, BASE_ENV, CONTRACT_FIELDS, LK_KEY, LK_SECRET
 
-# The request contract, written down independently of the implementation.
+# The request contract, written down independently of the implementation (with
+# client-named rooms allowed, in the default prefix).
 FIELDS = ("room", "identity", "name", "agent", "metadata")
 ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ROOM_PREFIX = "web-"
+SERVER_ROOM = re.compile(r"web-[0-9a-f]{16}")
+SERVER_IDENTITY = re.compile(r"web-[0-9a-f]{8}")
 IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 AGENTS = ("parley-test", "helper")
@@ -64,7 +68,7 @@ def expected(body: bytes) -> dict[str, str] | None:
         except UnicodeEncodeError:
             return None
         ok = {
-            "room": ROOM.fullmatch(value) is not None,
+            "room": ROOM.fullmatch(value) is not None and value.startswith(ROOM_PREFIX),
             "identity": IDENTITY.fullmatch(value) is not None,
             "name": 1 <= len(value) <= 128 and not CONTROL.search(value),
             "agent": value in AGENTS,
@@ -101,7 +105,8 @@ class Client:
 
 @pytest.fixture(scope="module")
 def client(out_dir: Path) -> Iterator[Client]:
-    svc = TokenService(env=BASE_ENV).start(out_dir / "logs", name="parley-tokens-fuzz")
+    svc = TokenService(env={**BASE_ENV, "PARLEY_TOKEN_CLIENT_ROOMS": "1"}).start(
+        out_dir / "logs", name="parley-tokens-fuzz")
     COUNTS.clear()
     yield Client(svc.port)
     svc.stop()
@@ -135,9 +140,17 @@ def check(client: Client, body: bytes, *, headers: dict[str, str] | None = None,
     claims = api.TokenVerifier(LK_KEY, LK_SECRET).verify(reply["token"])
     assert claims.video is not None and claims.video.room == reply["room"]
     assert claims.identity == reply["identity"]
-    assert reply["room"] == want.get("room", reply["room"]) and ROOM.fullmatch(reply["room"])
-    assert reply["identity"] == want.get("identity", reply["identity"])
-    assert claims.name == want.get("name", "")
+    if "room" in want:
+        assert reply["room"] == want["room"]
+    else:
+        assert SERVER_ROOM.fullmatch(reply["room"]), reply["room"]
+    # A requested identity comes back unique (a random suffix) and is the default display name.
+    if "identity" in want:
+        base, _, suffix = reply["identity"].rpartition("-")
+        assert base == want["identity"][:55] and re.fullmatch(r"[0-9a-f]{8}", suffix), reply["identity"]
+    else:
+        assert SERVER_IDENTITY.fullmatch(reply["identity"]), reply["identity"]
+    assert claims.name == want.get("name", want.get("identity", ""))
     assert claims.metadata == want.get("metadata", "")
     assert claims.room_config is not None
     assert [a.agent_name for a in claims.room_config.agents] == [want.get("agent", "parley-test")]
@@ -149,6 +162,8 @@ any_text = st.text(alphabet=any_char, max_size=80)
 huge_text = st.integers(min_value=60, max_value=12_000).map(lambda n: "x" * n)
 plausible = st.one_of(
     st.from_regex(ROOM, fullmatch=True),
+    st.from_regex(r"web-[A-Za-z0-9_-]{0,60}", fullmatch=True),
+    st.from_regex(r"(call|dial)-[A-Za-z0-9_+-]{0,30}", fullmatch=True),  # telephony rooms: never
     st.from_regex(IDENTITY, fullmatch=True),
     st.sampled_from(AGENTS),
     st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FFF), min_size=1, max_size=130),
@@ -163,7 +178,7 @@ request_objects = st.dictionaries(
 
 printable = st.characters(exclude_categories=("Cs", "Cc"))
 valid_objects = st.fixed_dictionaries({}, optional={
-    "room": st.from_regex(ROOM, fullmatch=True),
+    "room": st.from_regex(r"web-[A-Za-z0-9_-]{0,60}", fullmatch=True),
     "identity": st.from_regex(IDENTITY, fullmatch=True),
     "name": st.text(alphabet=printable, min_size=1, max_size=128),
     "agent": st.sampled_from(AGENTS),

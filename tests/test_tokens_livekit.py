@@ -103,8 +103,11 @@ async def test_minted_token_joins_and_dispatches_agent(tokens: TokenService, wor
 
 async def test_token_signed_with_another_secret_is_refused(livekit_server: LiveKitServer,
                                                            out_dir: Path) -> None:
+    # No call caps: with them, the rogue could not even open the room (LiveKit refuses its
+    # API calls too); here the token itself must be what the server refuses.
     rogue = TokenService(env={**livekit_server.env(), "LIVEKIT_API_SECRET": "not-the-server-secret-" * 2,
-                              "PARLEY_TOKEN_API_KEY": API_KEY})
+                              "PARLEY_TOKEN_API_KEY": API_KEY, "PARLEY_TOKEN_MAX_CALLS_PER_CLIENT": "0",
+                              "PARLEY_TOKEN_MAX_CALLS": "0", "PARLEY_TOKEN_METRICS_PORT": "0"})
     rogue.start(out_dir / "logs", name="parley-tokens-rogue")
     try:
         grant = mint(rogue)

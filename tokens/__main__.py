@@ -12,9 +12,9 @@ from pathlib import Path
 import uvicorn
 from jwt.warnings import InsecureKeyLengthWarning
 
-from agent.settings import Settings, SettingsError
-
-from .app import DEFAULT_STATIC_DIR, ServiceOptions, create_app, is_loopback
+from .app import DEFAULT_STATIC_DIR, ServiceOptions, create_app
+from .metrics import TokenMetrics
+from .settings import SettingsError, TokenSettings
 
 log = logging.getLogger("parley.tokens")
 
@@ -49,56 +49,62 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    try:
-        settings = Settings.load()
-    except SettingsError as e:
-        print(f"parley-tokens: error: {e}", file=sys.stderr)
-        return 2
     if not 0 < args.port < 65536:
         print(f"parley-tokens: error: --port {args.port} is not a TCP port", file=sys.stderr)
         return 2
-    dev_mode = not settings.token_api_key
-    if dev_mode and not is_loopback(args.host):
-        print(
-            f"parley-tokens: error: PARLEY_TOKEN_API_KEY is empty (dev mode), which is for loopback "
-            f"only; refusing to listen on {args.host}. Set a key, or use --host 127.0.0.1.",
-            file=sys.stderr,
-        )
+    try:
+        settings = TokenSettings.load()
+        settings.check_production(args.host)
+        if settings.metrics_port == args.port:
+            raise SettingsError(f"PARLEY_TOKEN_METRICS_PORT={settings.metrics_port} is the API port (--port); "
+                                "metrics need a port of their own")
+    except SettingsError as e:
+        print(f"parley-tokens: error: {e}", file=sys.stderr)
         return 2
-    level = settings.log_level if settings.log_level in logging.getLevelNamesMapping() else "INFO"
-    _configure_logging(level)
+    _configure_logging(settings.log_level)
 
-    static_dir = args.static_dir or (
-        Path(settings.token_static_dir) if settings.token_static_dir else DEFAULT_STATIC_DIR
-    )
-    opts = ServiceOptions(settings=settings, static_dir=static_dir)
+    static_dir = args.static_dir or (Path(settings.static_dir) if settings.static_dir else DEFAULT_STATIC_DIR)
+    metrics = TokenMetrics()
+    opts = ServiceOptions(settings=settings, static_dir=static_dir, metrics=metrics)
     app = create_app(opts)
     frontend = str(static_dir) if (static_dir / "index.html").is_file() else "not built"
+    caps = (f"{settings.max_calls_per_client or 'off'} per client, {settings.max_calls or 'off'} in all"
+            if settings.counts_calls else "off")
     log.info(
-        "serving http://%s:%d  livekit=%s agent=%s auth=%s rate_limit=%s/min ttl=%ss frontend=%s",
-        args.host, args.port, settings.livekit_public_url or settings.livekit_url, settings.agent_name,
-        "dev mode (no key, loopback clients only)" if dev_mode else "bearer key",
-        settings.token_rate_limit or "off", settings.token_ttl_s, frontend,
+        "serving http://%s:%d  livekit=%s agent=%s auth=%s rate_limit=%s/min calls=%s rooms=%s%s ttl=%ss "
+        "metrics=%s frontend=%s",
+        args.host, args.port, settings.public_url, settings.agent_name,
+        "dev mode (no key, loopback clients only)" if settings.dev_mode else "bearer key",
+        settings.rate_limit or "off", caps, settings.room_prefix,
+        "* (client-named allowed)" if settings.client_rooms else "<random>", settings.ttl_s,
+        f"{args.host}:{settings.metrics_port}/metrics" if settings.metrics_port else "off", frontend,
     )
     # PyJWT warns on every short HMAC key; say it once, in words, instead.
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
-    if len(settings.livekit_api_secret.encode()) < 32:
+    if len(settings.secret.encode()) < 32:
         log.warning("LIVEKIT_API_SECRET is shorter than 32 bytes (fine for local development, "
-                    "not for production)")
+                    "refused in production)")
 
-    trusted = settings.token_trusted_proxies
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_config=None,
-        log_level=level.lower(),
+        log_level=settings.log_level.lower(),
         access_log=False,  # our middleware writes the structured access log
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
+        # X-Forwarded-For is read by our middleware, against PARLEY_TOKEN_TRUSTED_PROXIES.
+        proxy_headers=False,
         server_header=False,
         timeout_graceful_shutdown=5,
     )
+    # Metrics first: once the API port accepts connections, everything is up.
+    if settings.metrics_port:
+        try:
+            metrics.serve(args.host, settings.metrics_port)
+        except OSError as e:
+            log.error("cannot serve metrics on %s:%d (PARLEY_TOKEN_METRICS_PORT): %s", args.host,
+                      settings.metrics_port, e.strerror or e)
+            return 1
     try:
         sock = _listen(args.host, args.port)
     except OSError as e:

@@ -4,14 +4,17 @@ built frontend at `/` so a person opens one URL."""
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import math
+import re
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,10 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.settings import Settings
-
+from .calls import CallLedger, Refusal
+from .clients import client_address, client_key
+from .metrics import TokenMetrics
 from .minting import MAX_BODY_BYTES, ErrorResponse, InvalidRequest, Minter, TokenRequest, TokenResponse
 from .ratelimit import RateLimiter
+from .settings import TokenSettings, is_loopback
 
 log = logging.getLogger("parley.tokens")
 access_log = logging.getLogger("parley.tokens.access")
@@ -39,23 +44,36 @@ SECURITY_HEADERS = [
 ]
 
 
+
+
+def content_security_policy(livekit_url: str) -> str:
+    """The web app may load only from itself, and talk only to itself and LiveKit (the
+    signalling WebSocket, and the HTTP endpoint livekit-client checks when it fails)."""
+    parts = urlsplit(livekit_url)
+    secure = parts.scheme in ("wss", "https")
+    origins = [f"{'wss' if secure else 'ws'}://{parts.netloc}", f"{'https' if secure else 'http'}://{parts.netloc}"]
+    return "; ".join([
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        f"connect-src 'self' {' '.join(origins)}",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ])
+
+
 @dataclass(frozen=True)
 class ServiceOptions:
-    settings: Settings
+    settings: TokenSettings
     static_dir: Path | None = None  # built frontend; None: serve no UI
+    metrics: TokenMetrics = field(default_factory=TokenMetrics)
 
     @property
     def dev_mode(self) -> bool:
-        return not self.settings.token_api_key
-
-
-def is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
+        return self.settings.dev_mode
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -66,8 +84,12 @@ class AccessLogMiddleware:
     """One JSON line per request (no secrets: never the Authorization header or the token),
     security headers on every response, and a JSON 500 instead of a traceback."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, csp: str, metrics: TokenMetrics,
+                 proxies: tuple[Any, ...] = ()) -> None:
         self.app = app
+        self.headers = [*SECURITY_HEADERS, (b"content-security-policy", csp.encode())]
+        self.metrics = metrics
+        self.proxies = proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,6 +101,11 @@ class AccessLogMiddleware:
         status = 500
         started = False
         scope.setdefault("state", {})
+        # The client behind our trusted proxies (X-Forwarded-For), decided once for everything.
+        peer = scope.get("client")
+        forwarded = b",".join(v for k, v in scope.get("headers", []) if k == b"x-forwarded-for")
+        address = client_address(peer[0] if peer else None, forwarded.decode("latin-1") or None, self.proxies)
+        scope["state"]["client"] = address
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, started
@@ -86,7 +113,7 @@ class AccessLogMiddleware:
                 started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                headers.extend(SECURITY_HEADERS)
+                headers.extend(self.headers)
                 if api:
                     headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
@@ -99,28 +126,37 @@ class AccessLogMiddleware:
             if not started:
                 await _error(500, "internal error")(scope, receive, send_wrapper)
         finally:
-            client = scope.get("client")
             state = scope["state"]
+            elapsed = time.perf_counter() - start
             record: dict[str, Any] = {
                 "method": scope["method"],
                 "path": path[:200],
                 "status": status,
-                "client": client[0] if client else None,
-                "ms": round((time.perf_counter() - start) * 1000, 2),
+                "client": address,
+                "ms": round(elapsed * 1000, 2),
             }
             for key in ("room", "identity", "agent", "reason"):
                 if key in state:
                     record[key] = state[key]
             access_log.info(json.dumps(record, ensure_ascii=True))
+            if path == "/api/token" and scope["method"] == "POST":
+                self.metrics.observe(status, state.get("reason"), elapsed)
 
 
 def create_app(opts: ServiceOptions) -> FastAPI:
     s = opts.settings
     minter = Minter.from_settings(s)
-    limiter = RateLimiter(per_minute=s.token_rate_limit)
-    api_key = s.token_api_key.encode()
+    limiter = RateLimiter(per_minute=s.rate_limit)
+    ledger = CallLedger(s)
+    api_key = s.bearer_key.encode()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await ledger.aclose()
 
     app = FastAPI(
+        lifespan=lifespan,
         title="Parley token service",
         version="1.0.0",
         description=(
@@ -144,12 +180,16 @@ def create_app(opts: ServiceOptions) -> FastAPI:
 
     # The request schema, with this server's room rule in it (the pattern is configurable).
     request_schema = TokenRequest.model_json_schema()
-    request_schema["properties"]["room"]["anyOf"][0]["pattern"] = f"^(?:{s.token_room_pattern})$"
+    room_rule = f"^(?={re.escape(s.room_prefix)})(?:{s.room_pattern})$"
+    request_schema["properties"]["room"]["anyOf"][0]["pattern"] = room_rule
 
     error_responses: dict[int | str, dict[str, Any]] = {
         400: {"model": ErrorResponse, "description": "Invalid request (the reason is in `error`)."},
         401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
-        429: {"model": ErrorResponse, "description": "Rate limited; see Retry-After."},
+        429: {"model": ErrorResponse, "description": "Rate limited, or this client's call cap is reached; "
+                                                      "see Retry-After."},
+        503: {"model": ErrorResponse, "description": "Every call slot is taken, or LiveKit cannot count "
+                                                      "calls; see Retry-After."},
     }
 
     @app.post(
@@ -165,9 +205,10 @@ def create_app(opts: ServiceOptions) -> FastAPI:
         },
     )
     async def token(request: Request) -> JSONResponse:
-        client = request.client.host if request.client else "unknown"
+        client: str = request.state.client
+        key = client_key(client)  # an IPv6 client is counted per /64
 
-        wait = limiter.check(client)
+        wait = limiter.check(key)
         if wait > 0:
             request.state.reason = "rate limited"
             retry = max(1, math.ceil(wait))
@@ -194,10 +235,20 @@ def create_app(opts: ServiceOptions) -> FastAPI:
         except InvalidRequest as e:
             request.state.reason = "invalid"
             return _error(400, str(e))
-        minted = minter.mint(req)
+        grant = minter.plan(req)
+        room_metadata = ""
+        if ledger.enabled:
+            try:
+                counts = await ledger.admit(key, grant.room, grant.agent)
+            except Refusal as r:
+                request.state.reason = r.reason
+                return _error(r.status, r.message, {"Retry-After": str(r.retry_after)})
+            opts.metrics.calls.set(counts.total)
+            room_metadata = ledger.metadata(key)
+        minted = minter.mint(grant, room_metadata)
         request.state.room = minted.room
         request.state.identity = minted.identity
-        request.state.agent = req.agent or minter.default_agent
+        request.state.agent = grant.agent
         return JSONResponse(minted.model_dump())
 
     @app.get("/api/token", include_in_schema=False)
@@ -220,15 +271,16 @@ def create_app(opts: ServiceOptions) -> FastAPI:
             where = f"{missing}/index.html is missing" if missing else "no frontend configured"
             return _error(404, f"web frontend not available ({where}; build it with `make frontend`)")
 
-    if s.token_cors_origins:
+    if s.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=list(s.token_cors_origins),
+            allow_origins=list(s.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(AccessLogMiddleware, csp=content_security_policy(s.public_url), metrics=opts.metrics,
+                       proxies=s.trusted_proxies)
     return app
 
 

@@ -17,7 +17,7 @@ import jwt
 from livekit import api
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.settings import Settings
+from .settings import DIAL_ROOM_PREFIX, TokenSettings
 
 MAX_BODY_BYTES = 8192
 JSON_WHITESPACE = b" \t\r\n"
@@ -27,6 +27,12 @@ IDENTITY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 # The only track a browser caller may publish; data (chat, text streams) rides the data channel.
 PUBLISH_SOURCES = ["microphone"]
+# Room and identity suffixes: 64 random bits, never guessed, never repeated in practice.
+ROOM_SUFFIX_BYTES = 8
+IDENTITY_SUFFIX_BYTES = 4
+# A requested identity is kept (as the display name, and as the start of the identity);
+# the random suffix makes it unique, so nobody can knock another caller out by reusing it.
+IDENTITY_KEEP = 64 - 1 - 2 * IDENTITY_SUFFIX_BYTES
 
 
 class InvalidRequest(ValueError):
@@ -40,14 +46,17 @@ class TokenRequest(BaseModel):
 
     room: str | None = Field(
         None, min_length=1, max_length=64,
-        description="Room to join (must match the server's allowed room pattern). Default: a new random room.",
+        description="Room to join: only where the server allows client-named rooms "
+        "(PARLEY_TOKEN_CLIENT_ROOMS), inside its room prefix. Default: a new random room.",
     )
     identity: str | None = Field(
         None, min_length=1, max_length=64, pattern=f"^{IDENTITY_PATTERN}$",
-        description="Participant identity. Default: random.",
+        description="Requested identity: kept as the display name (unless `name` is given) and "
+        "made unique with a random suffix. Default: random.",
     )
     name: str | None = Field(
-        None, min_length=1, max_length=128, pattern=NAME_PATTERN, description="Display name."
+        None, min_length=1, max_length=128, pattern=NAME_PATTERN,
+        description="Display name. Default: the requested identity.",
     )
     agent: str | None = Field(
         None, min_length=1, max_length=64,
@@ -71,6 +80,17 @@ class ErrorResponse(BaseModel):
 
 
 @dataclass(frozen=True)
+class Grant:
+    """What a valid request will get: decided before any call is counted or token signed."""
+
+    room: str
+    identity: str
+    name: str
+    agent: str
+    metadata: str
+
+
+@dataclass(frozen=True)
 class Minter:
     """Mints tokens under one configuration; safe to share across requests."""
 
@@ -79,19 +99,25 @@ class Minter:
     server_url: str
     default_agent: str
     allowed_agents: frozenset[str]
+    room_prefix: str
+    client_rooms: bool
     room_pattern: re.Pattern[str]
+    reserved_prefixes: tuple[str, ...]
     ttl: timedelta
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Minter:
+    def from_settings(cls, s: TokenSettings) -> Minter:
         return cls(
             api_key=s.livekit_api_key,
-            api_secret=s.livekit_api_secret,
-            server_url=s.livekit_public_url or s.livekit_url,
+            api_secret=s.secret,
+            server_url=s.public_url,
             default_agent=s.agent_name,
-            allowed_agents=frozenset(s.token_agents or (s.agent_name,)),
-            room_pattern=re.compile(s.token_room_pattern),
-            ttl=timedelta(seconds=s.token_ttl_s),
+            allowed_agents=s.allowed_agents,
+            room_prefix=s.room_prefix,
+            client_rooms=s.client_rooms,
+            room_pattern=re.compile(s.room_pattern),
+            reserved_prefixes=(s.sip_room_prefix, DIAL_ROOM_PREFIX),
+            ttl=timedelta(seconds=s.ttl_s),
         )
 
     def parse(self, body: bytes) -> TokenRequest:
@@ -124,15 +150,27 @@ class Minter:
             req = TokenRequest.model_validate(data)
         except ValidationError as e:
             raise InvalidRequest(_describe(e)) from None
-        if req.room is not None and not self.room_pattern.fullmatch(req.room):
-            raise InvalidRequest(
-                f"room {req.room!r} is not allowed: names must match {self.room_pattern.pattern}"
-            )
+        if req.room is not None:
+            self._check_room(req.room)
         if req.agent is not None and not self._agent_allowed(req.agent):
             raise InvalidRequest(
                 f"agent {req.agent!r} is not allowed (allowed: {', '.join(sorted(self.allowed_agents))})"
             )
         return req
+
+    def _check_room(self, room: str) -> None:
+        # Order matters for the message only; every rule must hold.
+        if not self.client_rooms:
+            raise InvalidRequest(
+                "room: this server picks the room (client-named rooms are off: PARLEY_TOKEN_CLIENT_ROOMS); "
+                "leave the field out"
+            )
+        if any(room.startswith(p) for p in self.reserved_prefixes):
+            raise InvalidRequest(f"room {room!r} is not allowed: it is in a telephony room namespace")
+        if not room.startswith(self.room_prefix):
+            raise InvalidRequest(f"room {room!r} is not allowed: names must start with {self.room_prefix!r}")
+        if not self.room_pattern.fullmatch(room):
+            raise InvalidRequest(f"room {room!r} is not allowed: names must match {self.room_pattern.pattern}")
 
     def _agent_allowed(self, agent: str) -> bool:
         if agent in self.allowed_agents:
@@ -140,18 +178,29 @@ class Minter:
         # "*" lets clients name any agent, still only with a plain, log-safe name.
         return "*" in self.allowed_agents and re.fullmatch(AGENT_PATTERN, agent) is not None
 
-    def mint(self, req: TokenRequest) -> TokenResponse:
-        room = req.room or f"parley-{secrets.token_hex(6)}"
-        identity = req.identity or f"web-{secrets.token_hex(6)}"
-        agent = req.agent or self.default_agent
+    def plan(self, req: TokenRequest) -> Grant:
+        """Room, identity and name for a valid request: the server's choice unless allowed."""
+        room = req.room or f"{self.room_prefix}{secrets.token_hex(ROOM_SUFFIX_BYTES)}"
+        suffix = secrets.token_hex(IDENTITY_SUFFIX_BYTES)
+        identity = f"{req.identity[:IDENTITY_KEEP]}-{suffix}" if req.identity else f"web-{suffix}"
+        return Grant(room=room, identity=identity, name=req.name or req.identity or "",
+                     agent=req.agent or self.default_agent, metadata=req.metadata or "")
+
+    def room_config(self, grant: Grant, room_metadata: str = "") -> api.RoomConfiguration:
+        """What a room created by this token's join looks like: the agent dispatched, and
+        (when calls are counted) the tag naming the client, so LiveKit's room list counts it."""
+        return api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=grant.agent)],
+                                     metadata=room_metadata)
+
+    def mint(self, grant: Grant, room_metadata: str = "") -> TokenResponse:
         token = (
             api.AccessToken(self.api_key, self.api_secret)
-            .with_identity(identity)
+            .with_identity(grant.identity)
             .with_ttl(self.ttl)
             .with_grants(
                 api.VideoGrants(
                     room_join=True,
-                    room=room,
+                    room=grant.room,
                     can_subscribe=True,
                     can_publish=True,
                     can_publish_sources=PUBLISH_SOURCES,
@@ -159,21 +208,18 @@ class Minter:
                     can_update_own_metadata=False,
                 )
             )
-            .with_room_config(
-                api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)])
-            )
+            .with_room_config(self.room_config(grant, room_metadata))
         )
-        if req.name:
-            token = token.with_name(req.name)
-        if req.metadata:
-            token = token.with_metadata(req.metadata)
+        if grant.name:
+            token = token.with_name(grant.name)
+        if grant.metadata:
+            token = token.with_metadata(grant.metadata)
         jwt_str = token.to_jwt()
         # Report the expiry the token itself carries, not a second clock reading.
         exp = jwt.decode(jwt_str, options={"verify_signature": False})["exp"]
         expires_at = datetime.fromtimestamp(exp, UTC).isoformat().replace("+00:00", "Z")
-        return TokenResponse(
-            server_url=self.server_url, room=room, identity=identity, token=jwt_str, expires_at=expires_at
-        )
+        return TokenResponse(server_url=self.server_url, room=grant.room, identity=grant.identity,
+                             token=jwt_str, expires_at=expires_at)
 
 
 def _is_utf8(s: str) -> bool:

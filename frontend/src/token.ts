@@ -52,7 +52,7 @@ export async function fetchToken(opts: TokenOptions): Promise<TokenGrant> {
     const hint =
       res.status === 401
         ? ' This page needs an access key: open it with #key=<your key> at the end of the address.'
-        : res.status === 429
+        : res.status === 429 || res.status === 503
           ? ' Wait a moment, then try again.'
           : '';
     throw new CallError(
