@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: bench-fallback install run test test-fast lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
+.PHONY: bench-fallback install run test test-fast test-model test-e2e lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
 
 install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip $(BIN)/kustomize frontend
 
@@ -68,12 +68,23 @@ bench-fallback: install
 bench-sip: install
 	$(BIN)/python scripts/bench_sip.py $(BENCH_ARGS)
 
+# Tests in three layers (see README "Tests"): fast (no models, no processes), model (real
+# local models, no processes), e2e (real livekit-server / worker / token service / SIP
+# processes on loopback). `make test` runs all three, fastest first.
 test: install
 	$(BIN)/ruff check agent tokens ops harness tests scripts
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m "not e2e and not model" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m "model and not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m e2e $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -ra -m "not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -m "not e2e and not model" $(PYTEST_ARGS)
+
+test-model: install
+	$(BIN)/python -m pytest -ra -m "model and not e2e" $(PYTEST_ARGS)
+
+test-e2e: install
+	$(BIN)/python -m pytest -ra -m e2e $(PYTEST_ARGS)
 
 # Render every k8s overlay and run every manifest/Dockerfile check (installs its own tools).
 k8s-check:

@@ -19,6 +19,24 @@ from harness.devstack import BIN, ROOT, LiveKitServer, Worker
 FIXTURES = Path(os.environ.get("PARLEY_FIXTURES", ROOT / "tests" / "fixtures" / "audio"))
 
 
+# The three layers: fast (`make test-fast`: no models, no processes), model (real local models,
+# no processes: `-m model`), e2e (real processes: `-m e2e`). Files that start processes mark
+# themselves e2e; a test using a fixture that starts one is e2e too, and a test file that
+# loads the real local models is in the model layer.
+MODEL_FILES = {"test_fallback.py", "test_models.py", "test_providers.py"}
+PROCESS_FIXTURES = {"livekit_server", "worker", "call", "svc", "service_factory", "client"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            continue
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+        elif item.path.name in MODEL_FILES:
+            item.add_marker(pytest.mark.model)
+
+
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     if not (FIXTURES / "manifest.json").exists():

@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import time
 
+import pytest
+
 from harness.devstack import BIN, ROOT, free_port
+
+pytestmark = pytest.mark.e2e  # runs parley-call (and a livekit-server) as processes
 
 
 def parley_call(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

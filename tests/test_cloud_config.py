@@ -39,6 +39,7 @@ def start_worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
      ({"PARLEY_PIPELINE": "realtime"}, "OPENAI_API_KEY"),
      ({"PARLEY_LLM": "openai", "OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "localhost:8080"}, "OPENAI_BASE_URL")],
 )
+@pytest.mark.e2e  # starts a process
 def test_worker_refuses_a_cloud_provider_without_its_key(env, variable):
     p = start_worker(env)
     assert p.returncode == 1
@@ -71,6 +72,7 @@ def test_contract_variables(clean_env):
     assert "abcdef123456" not in str(masked) and masked["openai_base_url"] == "http://127.0.0.1:9/v1"
 
 
+@pytest.mark.e2e  # starts a process
 def test_parley_config_masks_keys(clean_env):
     env = {"PATH": "/usr/bin:/bin", "PARLEY_LLM": "openai", "OPENAI_API_KEY": "sk-verysecretkey99"}
     p = subprocess.run([str(BIN / "parley-config")], capture_output=True, text=True, timeout=30, env=env)

@@ -58,6 +58,7 @@ def test_masked_hides_secrets(clean_env):
     assert masked["livekit_api_key"] == "devkey"
 
 
+@pytest.mark.e2e  # starts a process
 def test_worker_refuses_bad_config_with_one_line():
     p = subprocess.run([str(BIN / "python"), "-m", "agent", "start"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PARLEY_STT": "nope"})
@@ -65,6 +66,7 @@ def test_worker_refuses_bad_config_with_one_line():
     assert "PARLEY_STT" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
+@pytest.mark.e2e  # starts a process
 def test_worker_refuses_busy_health_port():
     import socket
 

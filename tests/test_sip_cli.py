@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.settings import Settings, SettingsError
 from agent.telephony import is_goodbye
 from harness.audio import read_wav
 from harness.devstack import BIN, ROOT, free_port
+from ops.settings import OpsSettings as Settings
+from ops.settings import SettingsError
 
 from .sip.rtp import caller_stream, ulaw_decode, wav_ulaw_payload
 
@@ -22,6 +23,7 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, env={**os.environ, **env})
 
 
+@pytest.mark.e2e  # starts a process
 def test_parley_sip_unreachable_server_is_one_line() -> None:
     p = _run("parley-sip", "setup", "--url", f"ws://127.0.0.1:{free_port()}")
     assert p.returncode == 1
@@ -29,6 +31,7 @@ def test_parley_sip_unreachable_server_is_one_line() -> None:
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.e2e  # starts a process
 def test_parley_dial_unreachable_server_is_one_line() -> None:
     p = _run("parley-dial", "+15550142", "--url", f"ws://127.0.0.1:{free_port()}")
     assert p.returncode == 1
@@ -37,6 +40,7 @@ def test_parley_dial_unreachable_server_is_one_line() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [("PARLEY_SIP_RTP_PORTS", "10000"), ("PARLEY_SIP_RTP_PORTS", "9-5"),
                                              ("PARLEY_SIP_PORT", "sip")])
+@pytest.mark.e2e  # starts a process
 def test_bad_sip_settings_are_refused(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
