@@ -47,6 +47,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "start" and not _health_port_free(settings.health_port):
         sys.exit(f"parley: health port {settings.health_port} is already in use "
                  "(another worker running? set PARLEY_HEALTH_PORT)")
+    if len(sys.argv) > 1 and sys.argv[1] == "start" and not _health_port_free(settings.metrics_port):
+        sys.exit(f"parley: metrics port {settings.metrics_port} is already in use "
+                 "(another worker running? set PARLEY_METRICS_PORT, 0 turns /metrics off)")
 
     from livekit.agents import cli
 

@@ -11,17 +11,20 @@ and end the job. The session report is written from it when the job shuts down.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from livekit import rtc
 from livekit.agents import AgentSession, JobContext
 from livekit.agents.voice import SpeechHandle
-from livekit.agents.voice.events import CloseEvent, CloseReason
+from livekit.agents.voice.events import CloseEvent, CloseReason, ErrorEvent
 
-from .report import TurnTracker, write_report
+from . import metrics
+from .report import TurnMetrics, TurnTracker, write_report
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -47,6 +50,9 @@ class Call:
     ended_by: str = ""
     started_at: float = field(default_factory=time.time)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    _close_reason: CloseReason | None = None
+    _ended_on_purpose: bool = False  # through Call.end (tool, keypad, goodbye, transfer)
+    _counted: bool = False
 
     @property
     def room(self) -> str:
@@ -59,8 +65,85 @@ class Call:
         if self.line is not None:
             self.line.attach(session)
         session.on("close", self._on_close)
+        session.on("error", self._on_error)
+
+    # --- observability: metrics, the caller's listener figures, per-turn stages ---------------
+
+    def begin(self) -> None:
+        """The caller is in the room: count the call, listen for the caller's latency figures
+        and send it each turn's stages; the call is counted as ended when the job shuts down."""
+        if self.ctx is None or self._counted:
+            return
+        self._counted = True
+        metrics.call_started()
+        self.ctx.add_shutdown_callback(self._count_end)
+        self.ctx.room.register_text_stream_handler(metrics.LISTENER_TOPIC, self._on_listener_stream)
+        if self.tracker is not None:
+            self.tracker.on_turn = self._send_turn
+        self.spawn(self._sample_memory())
+
+    def outcome(self) -> str:
+        """How the call ended, as `parley_calls_total{outcome}` counts it (README "Metrics")."""
+        if self.session is None:
+            return "rejected"  # no conversation: an outbound callee never answered, or the caller left first
+        if self._close_reason == CloseReason.ERROR:
+            return "error"
+        if self._ended_on_purpose:
+            return "completed"
+        if self._close_reason in (CloseReason.PARTICIPANT_DISCONNECTED, None):
+            return "caller_hangup"
+        return "agent_ended"  # closed by the worker: drain, job shutdown, room deleted
+
+    async def _count_end(self, *_: Any) -> None:
+        outcome = self.outcome()
+        metrics.call_ended(outcome)
+        logger.info("call counted outcome=%s", outcome)
+
+    def _on_error(self, ev: ErrorEvent) -> None:
+        metrics.error(type(ev.error).__name__.removesuffix("Error").lower())  # STTError -> stt
+
+    async def _sample_memory(self) -> None:
+        while True:
+            metrics.sample_rss()
+            await asyncio.sleep(5.0)
+
+    def _on_listener_stream(self, reader: rtc.TextStreamReader, sender: str) -> None:
+        if sender != self.participant:
+            return  # only the caller measures what the caller hears
+        self.spawn(self._read_listener(reader))
+
+    async def _read_listener(self, reader: rtc.TextStreamReader) -> None:
+        try:
+            msg = json.loads(await reader.read_all())
+            ms, seq = float(msg["listener_latency_ms"]), int(msg.get("seq", -1))
+        except (ValueError, TypeError, KeyError) as e:
+            logger.info("ignored a listener figure that does not parse: %s", e)
+            return
+        if self.tracker is not None:
+            self.tracker.listener(ms, seq)
+
+    def _send_turn(self, turn: TurnMetrics, seq: int) -> None:
+        """Each reply's stages to the caller's page (its waterfall), as the page measured
+        nothing of the server side. Best effort: a caller that left gets nothing."""
+        if self.ctx is None or self.ctx.room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
+            return
+        body = json.dumps({"seq": seq, "index": len(self.tracker.turns) if self.tracker else 0,
+                           "stages": turn.stages(), "e2e_ms": turn.e2e_latency_ms,
+                           "listener_latency_ms": turn.listener_latency_ms,
+                           "over_budget": turn.over_budget, "budget_ms": self.settings.latency_budget_ms})
+
+        async def send() -> None:
+            assert self.ctx is not None
+            try:
+                await self.ctx.room.local_participant.send_text(
+                    body, topic=metrics.TURN_TOPIC, destination_identities=[self.participant])
+            except Exception as e:  # the caller left between the check and the send
+                logger.debug("turn stages not sent: %s", e)
+
+        self.spawn(send())
 
     def _on_close(self, ev: CloseEvent) -> None:
+        self._close_reason = ev.reason
         if not self.ended_by:
             self.ended_by = "caller" if ev.reason == CloseReason.PARTICIPANT_DISCONNECTED else f"agent ({ev.reason.value})"
         logger.info("call closed reason=%s ended_by=%s", ev.reason.value, self.ended_by)
@@ -85,6 +168,7 @@ class Call:
         if self.ended_by:
             return False
         self.ended_by = reason
+        self._ended_on_purpose = True
         logger.info("call ending by=%s duration=%.1fs", reason, time.time() - self.started_at)
         if self.line is not None:
             self.line.ended(reason)

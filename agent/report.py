@@ -7,12 +7,15 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentSession, MetricsCollectedEvent, llm, metrics
 from livekit.agents.voice.events import ConversationItemAddedEvent
+
+from . import metrics as parley_metrics
 
 logger = logging.getLogger("parley.report")
 
@@ -23,7 +26,9 @@ def _ms(value: float | None) -> float | None:
 
 @dataclass
 class TurnMetrics:
-    """One user→agent exchange, in milliseconds, from the framework's own measurements."""
+    """One user→agent exchange, in milliseconds, from the framework's own measurements
+    plus the caller's (`listener_latency_ms`, sent back over the room by the web app or
+    parley-call)."""
 
     user_text: str = ""
     agent_text: str = ""
@@ -34,17 +39,51 @@ class TurnMetrics:
     llm_ttft_ms: float | None = None
     tts_ttfb_ms: float | None = None
     e2e_latency_ms: float | None = None  # end of speech → first agent audio out
+    # End of speech → agent audio audible at the caller, measured by the caller's side.
+    listener_latency_ms: float | None = None
+    # The slowest stage of a turn over PARLEY_LATENCY_BUDGET_MS (None: within budget).
+    over_budget: str | None = None
+
+    def stages(self) -> dict[str, float | None]:
+        """Where the turn's time went. The stages overlap (STT runs during end-of-utterance
+        detection), so they do not add up to e2e; `network` is what the caller heard on top
+        of the server's e2e: transport, jitter buffer and playout."""
+        network = None
+        if self.listener_latency_ms is not None and self.e2e_latency_ms is not None:
+            network = round(max(self.listener_latency_ms - self.e2e_latency_ms, 0.0), 1)
+        return {
+            "end_of_utterance": self.end_of_utterance_delay_ms,
+            "stt": self.stt_duration_ms if self.stt_duration_ms is not None else self.transcription_delay_ms,
+            "llm_ttft": self.llm_ttft_ms,
+            "tts_ttfb": self.tts_ttfb_ms,
+            "network": network,
+        }
+
+    def latency_ms(self) -> float | None:
+        """What the caller waited: their own figure when it arrived, else the server's."""
+        return self.listener_latency_ms if self.listener_latency_ms is not None else self.e2e_latency_ms
+
+
+# A listener figure arriving this long after its turn was recorded belongs to no turn.
+LISTENER_MATCH_S = 15.0
 
 
 @dataclass
 class TurnTracker:
-    """Collects per-turn figures from session events and logs one line per turn."""
+    """Collects per-turn figures from session events and the caller's listener figures;
+    logs one line per turn, feeds the Prometheus histograms (agent/metrics.py) and checks
+    each turn against the latency budget."""
 
     room: str
     participant: str
+    budget_ms: float = 1500.0
     turns: list[TurnMetrics] = field(default_factory=list)
+    # Called with each finished turn (the call sends its stages to the caller's page).
+    on_turn: Callable[[TurnMetrics, int], None] | None = None
     _pending_user: TurnMetrics | None = None
     _last_stt_s: float | None = None
+    _last_turn_at: float = 0.0
+    _seq: dict[int, int] = field(default_factory=dict)  # id(turn) -> the caller's turn number
 
     def attach(self, session: AgentSession) -> None:
         session.on("metrics_collected", self._on_metrics)
@@ -77,13 +116,60 @@ class TurnTracker:
         turn.llm_ttft_ms = _ms(m.get("llm_node_ttft"))
         turn.tts_ttfb_ms = _ms(m.get("tts_node_ttfb"))
         turn.e2e_latency_ms = _ms(m.get("e2e_latency"))
+        self.record(turn)
+
+    def record(self, turn: TurnMetrics) -> None:
+        """A finished turn: log it, observe its stages, check the budget, tell the caller."""
         self.turns.append(turn)
+        self._last_turn_at = time.monotonic()
+        stages = turn.stages()
+        for stage in ("end_of_utterance", "stt", "llm_ttft", "tts_ttfb"):
+            parley_metrics.observe_stage(stage, stages[stage])
+        parley_metrics.observe_stage("e2e", turn.e2e_latency_ms)
+        if turn.interrupted:
+            parley_metrics.interruption()
         logger.info(
             "turn room=%s participant=%s eou=%sms stt=%sms llm_ttft=%sms tts_ttfb=%sms "
-            "e2e=%sms interrupted=%s user=%r agent=%r",
+            "e2e=%sms listener=%sms interrupted=%s user=%r agent=%r",
             self.room, self.participant, turn.end_of_utterance_delay_ms, turn.stt_duration_ms,
-            turn.llm_ttft_ms, turn.tts_ttfb_ms, turn.e2e_latency_ms, turn.interrupted,
-            turn.user_text[:60], turn.agent_text[:60],
+            turn.llm_ttft_ms, turn.tts_ttfb_ms, turn.e2e_latency_ms, turn.listener_latency_ms,
+            turn.interrupted, turn.user_text[:60], turn.agent_text[:60],
+        )
+        self._check_budget(turn)
+        if self.on_turn is not None:
+            self.on_turn(turn, self._seq.get(id(turn), -1))
+
+    def listener(self, ms: float, seq: int = -1) -> TurnMetrics | None:
+        """The caller's figure for its latest turn: end of its speech → our audio audible.
+        It usually arrives while the reply plays (before the turn is recorded); a short
+        reply may be recorded first. Returns the turn it was stored on, if any."""
+        if not 0 <= ms < 120_000:
+            return None
+        turn = self._pending_user
+        if turn is None and self.turns and self.turns[-1].listener_latency_ms is None \
+                and time.monotonic() - self._last_turn_at < LISTENER_MATCH_S:
+            turn = self.turns[-1]
+        if turn is None or turn.listener_latency_ms is not None:
+            logger.debug("listener figure %.0f ms (turn %d) matches no turn", ms, seq)
+            return None
+        turn.listener_latency_ms = round(ms, 1)
+        self._seq[id(turn)] = seq
+        parley_metrics.observe_stage("listener", ms)
+        if turn in self.turns:  # already recorded: its budget check now knows more
+            self._check_budget(turn)
+        return turn
+
+    def _check_budget(self, turn: TurnMetrics) -> None:
+        """Once per turn: over budget → one warning with the breakdown, and a count by the slowest stage."""
+        total = turn.latency_ms()
+        if turn.over_budget is not None or total is None or total <= self.budget_ms:
+            return
+        stages = {k: v for k, v in turn.stages().items() if v is not None}
+        turn.over_budget = max(stages, key=lambda k: stages[k]) if stages else "e2e"
+        parley_metrics.budget_exceeded(turn.over_budget)
+        logger.warning(
+            "turn over budget: %.0f ms > %.0f ms, slowest stage %s (%s)", total, self.budget_ms, turn.over_budget,
+            " ".join(f"{k}={v:.0f}ms" for k, v in stages.items()) or "no stage figures",
         )
 
 

@@ -143,13 +143,27 @@ class Settings(BaseSettings):
     # loaded measures ~0.9 GB RSS in a call (see README); 0 turns the limit off.
     job_memory_limit_mb: int = Field(2048, ge=0, alias="PARLEY_JOB_MEMORY_LIMIT_MB")
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
+    # json: one object per line (production, log collectors); human: one readable line per
+    # event with the call's room and participant (`make run` sets it).
+    log_format: Literal["json", "human"] = Field("json", alias="PARLEY_LOG_FORMAT")
+
+    # Observability (agent/metrics.py, agent/report.py, agent/tracing.py)
+    metrics_port: int = Field(9100, ge=0, le=65535, alias="PARLEY_METRICS_PORT")  # 0: no /metrics
+    # Loopback by default; the Kubernetes manifests set 0.0.0.0 so Prometheus can scrape the pod.
+    metrics_host: str = Field("127.0.0.1", alias="PARLEY_METRICS_HOST")
+    # Where job processes write their metric files (unset: a fresh directory per worker in /tmp).
+    metrics_dir: Path | None = Field(None, alias="PARLEY_METRICS_DIR")
+    # A turn slower than this (end of speech to first agent audio) is logged and counted.
+    latency_budget_ms: int = Field(1500, ge=1, alias="PARLEY_LATENCY_BUDGET_MS")
+    # Set: per-turn spans go to this OTLP/HTTP collector. Unset: no tracing at all.
+    otel_endpoint: str = Field("", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
 
     # What the agent does on a phone line (agent/telephony.py)
     sip_transfer_to: str = Field("", alias="PARLEY_SIP_TRANSFER_TO")  # tel: or sip: URI for "press 0"
     sip_greeting: str = Field(DEFAULT_SIP_GREETING, alias="PARLEY_SIP_GREETING")
     sip_outbound_greeting: str = Field(DEFAULT_SIP_OUTBOUND_GREETING, alias="PARLEY_SIP_OUTBOUND_GREETING")
 
-    @field_validator("pipeline", "stt", "llm", "tts", "realtime_turn_detection", mode="before")
+    @field_validator("pipeline", "stt", "llm", "tts", "realtime_turn_detection", "log_format", mode="before")
     @classmethod
     def _lower_choice(cls, v: Any) -> Any:
         return _lower(v)
@@ -159,10 +173,10 @@ class Settings(BaseSettings):
     def _upper(cls, v: Any) -> Any:
         return v.strip().upper() if isinstance(v, str) else v
 
-    @field_validator("model_dir", "report_dir", "knowledge_file", mode="after")
+    @field_validator("model_dir", "report_dir", "knowledge_file", "metrics_dir", mode="after")
     @classmethod
-    def _expand(cls, v: Path) -> Path:
-        return v.expanduser()
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
 
     @model_validator(mode="before")
     @classmethod
@@ -226,6 +240,8 @@ class Settings(BaseSettings):
             raise SettingsError(f"PARLEY_LLM_MODEL={self.llm_model!r}: with PARLEY_LLM=local it must be a GGUF file")
         if self.tools and self.cloud_llm and not self.knowledge_file.is_file():
             raise SettingsError(f"PARLEY_KNOWLEDGE_FILE={str(self.knowledge_file)!r} is not a readable file")
+        if self.otel_endpoint and not re.match(r"^https?://[^/\s]+", self.otel_endpoint):
+            raise SettingsError(f"OTEL_EXPORTER_OTLP_ENDPOINT={self.otel_endpoint!r} is not an http(s):// URL")
         for url_var in ("OPENAI_BASE_URL", "DEEPGRAM_BASE_URL"):
             url = getattr(self, url_var.lower())
             if url and not re.match(r"^(https?|wss?)://[^/\s]+", url):

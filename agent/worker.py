@@ -13,9 +13,12 @@ import logging
 from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobProcess, room_io
 
+from . import tracing
 from .assistant import ParleyAgent
 from .callstate import Call
 from .load import LoadOptions, WorkerLoad
+from .logs import use_human_format
+from .metrics import MetricsServer, WorkerCollector, default_dir
 from .providers import LocalModels, select_models
 from .report import TurnTracker
 from .session import build_session
@@ -26,10 +29,13 @@ logger = logging.getLogger("parley.worker")
 
 settings = Settings.load()
 settings.check_providers()  # a cloud provider without its key: refuse to start, not fail mid-call
+# Decided in the main process; job processes inherit PROMETHEUS_MULTIPROC_DIR from it.
+METRICS_DIR = settings.metrics_dir or default_dir()
 
 
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before any call is assigned to it."""
+    proc.userdata["tracer"] = tracing.setup(settings)  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     proc.userdata["models"] = LocalModels.load(settings)
 
 
@@ -48,7 +54,28 @@ server = AgentServer(
     job_memory_warn_mb=min(1500, settings.job_memory_limit_mb or 1500),
     # One runaway call is killed alone (the framework samples each job process every 5 s).
     job_memory_limit_mb=settings.job_memory_limit_mb,
+    # Job processes write their metrics here; the main process serves them (agent/metrics.py).
+    prometheus_multiproc_dir=str(METRICS_DIR) if settings.metrics_port else None,
 )
+metrics_server: MetricsServer | None = None
+
+
+@server.on("worker_started")
+def _on_worker_started() -> None:
+    """In the worker's main process, once: people's log format, then /metrics."""
+    global metrics_server
+    if settings.log_format == "human":
+        use_human_format()
+    if settings.metrics_port and metrics_server is None:
+        metrics_server = MetricsServer(
+            METRICS_DIR, settings.metrics_host, settings.metrics_port,
+            worker=WorkerCollector(draining=lambda: server.draining, capacity=settings.max_calls,
+                                   drain_timeout=settings.drain_timeout))
+        try:
+            metrics_server.start()
+        except OSError as e:  # __main__ checks the port first; this is a race with another program
+            logger.error("metrics not served: %s:%d: %s", settings.metrics_host, settings.metrics_port, e.strerror)
+            metrics_server = None
 
 
 @server.rtc_session(agent_name=settings.agent_name)
@@ -60,7 +87,11 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.log_context_fields = {**ctx.log_context_fields, "participant": participant.identity}
     logger.info("caller joined kind=%s", rtc.ParticipantKind.Name(participant.kind))
     call = Call(settings, ctx=ctx, participant=participant.identity,
-                tracker=TurnTracker(room=ctx.job.room.name, participant=participant.identity))
+                tracker=TurnTracker(room=ctx.job.room.name, participant=participant.identity,
+                                    budget_ms=settings.latency_budget_ms))
+    call.begin()  # counted in parley_calls_active from here to the job's end
+    if (tracer := ctx.proc.userdata.get("tracer")) is not None:
+        ctx.add_shutdown_callback(lambda *_: tracing.flush(tracer))
     # The report is written however the call ends (hang-up included), once the job shuts down.
     ctx.add_shutdown_callback(call.write_report)
     # A phone caller (LiveKit SIP): outbound calls wait here until the callee answers.

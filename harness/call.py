@@ -23,6 +23,7 @@ import numpy as np
 from livekit import api, rtc
 
 from agent.audio import resample
+from agent.metrics import LISTENER_TOPIC, TURN_TOPIC
 
 from .audio import AudioFileError, Clip, read_wav, rms
 from .settings import HarnessSettings as Settings
@@ -220,6 +221,38 @@ class CallOptions:
     identity: str = ""
 
 
+def listen_for_stages(room: rtc.Room, state: CallState) -> dict[int, dict[str, Any]]:
+    """The agent's per-turn stages (TURN_TOPIC), by the turn number we sent with our figure."""
+    stages: dict[int, dict[str, Any]] = {}
+
+    def on_turn(reader: rtc.TextStreamReader, _sender: str) -> None:
+        async def read() -> None:
+            try:
+                msg = json.loads(await reader.read_all())
+                stages[int(msg.get("seq", -1))] = msg
+            except (ValueError, TypeError):
+                return
+            state.poke()
+
+        state.spawn(read())
+
+    room.register_text_stream_handler(TURN_TOPIC, on_turn)
+    return stages
+
+
+async def send_listener_latency(room: rtc.Room, state: CallState, seq: int, ms: float) -> None:
+    """Tell the agent what this caller heard: end of our speech → its audio audible here
+    (stored in the session report as turns[].listener_latency_ms)."""
+    if state.agent_identity is None:
+        return
+    try:
+        await room.local_participant.send_text(
+            json.dumps({"seq": seq, "listener_latency_ms": ms}), topic=LISTENER_TOPIC,
+            destination_identities=[state.agent_identity])
+    except Exception as e:  # the agent left: the figure is only lost for its report
+        log.info("listener latency not sent: %s", e)
+
+
 async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) -> None:
     identity = opts.identity or f"caller-{secrets.token_hex(3)}"
     state = CallState(me=identity)
@@ -288,6 +321,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
         room.on("participant_connected", on_participant)
         room.on("participant_attributes_changed", on_attrs)
         room.register_text_stream_handler("lk.transcription", on_text)
+        stages = listen_for_stages(room, state)
 
         joined_at = time.perf_counter()
         try:
@@ -359,6 +393,8 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
                 first = state.first_speech_after(reference)
                 assert first is not None
                 record["turn_latency_ms"] = round((first - reference) * 1000, 1) if speech_end else None
+                if record["turn_latency_ms"] is not None:
+                    await send_listener_latency(room, state, idx, record["turn_latency_ms"])
                 is_last = idx == len(opts.clips) - 1
                 if opts.barge_in and not is_last:
                     await _wait(state, lambda: (state.last_speech() or 0) - first >= opts.barge_in_delay, opts.timeout)
@@ -372,6 +408,10 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
                 record["agent_audio_s"] = round(spoken[-1] - first + 0.01, 2) if spoken else 0.0
                 # Since the file started: a preemptive reply opens its text stream before speech ends.
                 record["agent_text"] = state.text_since(t_start, agent=True)
+                # The agent sends its stages when the reply has played out, about now.
+                if record["turn_latency_ms"] is not None and await _wait(state, lambda: idx in stages, 2.0):
+                    record["agent_stages_ms"] = stages[idx]["stages"]
+                    record["agent_e2e_ms"] = stages[idx].get("e2e_ms")
             record["user_transcript"] = state.text_since(t_start, agent=False)
             emit(record)
     finally:

@@ -151,14 +151,16 @@ class Worker:
     env: dict[str, str]
     mode: str = "start"
     health_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)  # PARLEY_METRICS_PORT; env wins
     proc: Proc | None = None
 
     def start(self, log_dir: Path, *, name: str = "worker", timeout: float = 180.0,
               wait: bool = True) -> Worker:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}-{self.health_port}.log"
-        env = {**os.environ, **self.env, "PARLEY_HEALTH_PORT": str(self.health_port),
-               "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PARLEY_METRICS_PORT": str(self.metrics_port), **self.env,
+               "PARLEY_HEALTH_PORT": str(self.health_port), "PYTHONUNBUFFERED": "1"}
+        self.metrics_port = int(env["PARLEY_METRICS_PORT"] or 0)
         out = log_path.open("ab")
         popen = subprocess.Popen(
             [str(BIN / "python"), "-m", "agent", self.mode], cwd=ROOT, env=env,
@@ -181,6 +183,11 @@ class Worker:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
+
+    def metrics(self) -> str:
+        """The worker's /metrics page (Prometheus text format)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            return r.read().decode()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int | None:
         return self.proc.stop(sig, timeout) if self.proc else None

@@ -16,6 +16,7 @@ from typing import Any
 
 from livekit.agents import llm, stt, tts
 
+from .. import metrics as parley_metrics
 from ..settings import Settings
 from .deepgram_stt import DeepgramOptions, DeepgramSTT
 from .openai_llm import OpenAILLMOptions, openai_llm
@@ -37,6 +38,8 @@ class FallbackLog:
             label = _name(instance) if instance is not None else "?"
             entry = {"at": time.time(), "stage": stage, "provider": label, "available": ev.available}
             self.events.append(entry)
+            if not ev.available:
+                parley_metrics.fallback(stage, label)
             (logger.info if ev.available else logger.warning)(
                 "%s provider %s %s", stage, label, "recovered" if ev.available else "failed, local takes over")
 

@@ -17,6 +17,7 @@ import {
 } from 'livekit-client';
 
 import { CallError, reason } from './errors';
+import { ListenerClock, type TurnStages } from './latency';
 import { fetchToken } from './token';
 
 // Topics and attributes of LiveKit Agents (livekit-agents room I/O).
@@ -26,6 +27,9 @@ const ATTR_AGENT_STATE = 'lk.agent.state';
 const ATTR_SEGMENT_ID = 'lk.segment_id';
 const ATTR_FINAL = 'lk.transcription_final';
 const ATTR_TRACK_ID = 'lk.transcribed_track_id';
+// Parley's own topics (agent/metrics.py): our listener figure out, the agent's stages in.
+const TOPIC_LISTENER = 'parley.listener';
+const TOPIC_TURN = 'parley.turn';
 
 export type Role = 'agent' | 'user';
 
@@ -34,6 +38,10 @@ export interface CallHooks {
   agentState(state: string): void;
   transcript(id: string, role: Role, text: string, final: boolean): void;
   audioBlocked(blocked: boolean): void;
+  /** This page heard the agent's reply `ms` after the person stopped speaking. */
+  turnHeard(seq: number, ms: number): void;
+  /** The agent's own stages of a reply (seq: our turn number, -1 for a typed turn). */
+  turnStages(stages: TurnStages): void;
   /** The call is over: `error` is null when the person ended it. */
   ended(error: CallError | null): void;
 }
@@ -54,11 +62,24 @@ export class Call {
   private finished = false;
   private connected = false; // failures before this are reported by start(), not as a disconnect
   private readonly audioElements: HTMLMediaElement[] = [];
+  private readonly clock: ListenerClock;
 
   constructor(
     private readonly opts: CallOptions,
     private readonly hooks: CallHooks,
-  ) {}
+  ) {
+    this.clock = new ListenerClock({ measured: (seq, ms) => this.onHeard(seq, ms) });
+  }
+
+  private onHeard(seq: number, ms: number): void {
+    this.hooks.turnHeard(seq, ms);
+    const agent = this.agent?.identity;
+    if (!agent || this.finished) return;
+    const body = JSON.stringify({ seq, listener_latency_ms: ms });
+    void this.room.localParticipant
+      .sendText(body, { topic: TOPIC_LISTENER, destinationIdentities: [agent] })
+      .catch((err) => console.warn('listener latency not sent', err));
+  }
 
   /** Resolves once the agent is in the room; throws CallError (after cleaning up) otherwise. */
   async start(): Promise<void> {
@@ -73,6 +94,7 @@ export class Call {
       await this.connect(grant.server_url, grant.token);
       this.ensureActive();
       await this.room.localParticipant.publishTrack(this.mic!, { source: Track.Source.Microphone });
+      this.clock.watchMic(this.mic!.mediaStreamTrack);
       this.hooks.status('Waiting for the agent to join…');
       await this.waitForAgent();
       this.ensureActive();
@@ -200,12 +222,13 @@ export class Call {
           this.fail(new CallError('disconnected', 'The agent left the call.', 'Press “Start call” to talk again.'));
         }
       })
-      .on(RoomEvent.TrackSubscribed, (track: RemoteTrack) => {
+      .on(RoomEvent.TrackSubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
         if (track.kind !== Track.Kind.Audio) return;
         const el = track.attach();
         el.hidden = true;
         document.body.appendChild(el);
         this.audioElements.push(el);
+        if (p.kind === ParticipantKind.AGENT) this.clock.watchAgent(track.mediaStreamTrack);
       })
       .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack) => {
         track.detach().forEach((el) => el.remove());
@@ -219,6 +242,12 @@ export class Call {
       });
     room.registerTextStreamHandler(TOPIC_TRANSCRIPTION, (reader, from) => {
       void this.readTranscript(reader, from.identity).catch((err) => console.warn('transcript stream failed', err));
+    });
+    room.registerTextStreamHandler(TOPIC_TURN, (reader) => {
+      void reader
+        .readAll()
+        .then((text) => this.hooks.turnStages(JSON.parse(text) as TurnStages))
+        .catch((err) => console.warn('turn stages unreadable', err));
     });
   }
 
@@ -251,6 +280,8 @@ export class Call {
   private async cleanup(): Promise<void> {
     this.agentArrived = undefined;
     this.room.unregisterTextStreamHandler(TOPIC_TRANSCRIPTION);
+    this.room.unregisterTextStreamHandler(TOPIC_TURN);
+    this.clock.close();
     try {
       if (this.room.state !== ConnectionState.Disconnected) await this.room.disconnect();
     } catch (err) {

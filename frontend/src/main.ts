@@ -41,6 +41,7 @@ function report(err: unknown): void {
 async function startCall(): Promise<void> {
   ui.clearError();
   ui.clearTranscript();
+  ui.clearLatency();
   muted = false;
   ui.setPhase('starting');
   ui.setAgentState('connecting');
@@ -48,6 +49,8 @@ async function startCall(): Promise<void> {
     status: (text) => ui.setStatus(text),
     agentState: (state) => ui.setAgentState(state),
     transcript: (id, role, text, final) => ui.upsertLine(id, role, text, final),
+    turnHeard: (seq, ms) => ui.turnHeard(seq, ms),
+    turnStages: (stages) => ui.turnStages(stages),
     audioBlocked: (blocked) => {
       ui.enableAudio.hidden = !blocked;
       if (blocked) ui.setStatus('Your browser blocked audio playback: press “Enable audio” to hear the agent.');

@@ -2,6 +2,25 @@
 
 import type { CallError } from './errors';
 import type { Role } from './call';
+import type { TurnStages } from './latency';
+
+/** One row of the latency waterfall: what the page heard, and what the agent reported. */
+interface TurnRow {
+  seq: number;
+  heardMs: number | null;
+  stages?: TurnStages;
+}
+
+// Bars in the order a reply goes through them; start offsets follow the pipeline: STT runs
+// while the end of the turn is being decided, the LLM starts once it is, TTS on its first
+// sentence, and the network and playout take what is left until the page hears audio.
+const BARS: { key: string; css: string; label: string }[] = [
+  { key: 'end_of_utterance', css: 'eou', label: 'end of turn' },
+  { key: 'stt', css: 'stt', label: 'speech to text' },
+  { key: 'llm_ttft', css: 'llm', label: 'first token' },
+  { key: 'tts_ttfb', css: 'tts', label: 'first audio' },
+  { key: 'network', css: 'net', label: 'network + playout' },
+];
 
 function $<T extends HTMLElement>(id: string): T {
   const el = document.getElementById(id);
@@ -35,6 +54,10 @@ export class Ui {
   private readonly transcript = $<HTMLOListElement>('transcript');
   private readonly empty = $<HTMLParagraphElement>('transcript-empty');
   private readonly lines = new Map<string, HTMLLIElement>();
+  private readonly latency = $<HTMLElement>('latency');
+  private readonly waterfall = $<HTMLOListElement>('waterfall');
+  private readonly rows = new Map<number, TurnRow>();
+  private typedRows = 0;
   private localLines = 0;
 
   setStatus(text: string): void {
@@ -107,6 +130,99 @@ export class Ui {
     li.dataset.final = String(final);
     const box = this.transcript.parentElement;
     if (box) box.scrollTop = box.scrollHeight;
+  }
+
+  clearLatency(): void {
+    this.rows.clear();
+    this.waterfall.replaceChildren();
+    this.latency.hidden = true;
+  }
+
+  /** The page heard the reply to spoken turn `seq` after `ms`. */
+  turnHeard(seq: number, ms: number): void {
+    const row = this.rows.get(seq) ?? { seq, heardMs: null };
+    row.heardMs = ms;
+    this.rows.set(seq, row);
+    this.renderLatency();
+  }
+
+  /** The agent's stages for a turn (seq -1: a typed turn, nothing heard to match). */
+  turnStages(stages: TurnStages): void {
+    const seq = stages.seq >= 0 ? stages.seq : -1000 - ++this.typedRows;
+    const row = this.rows.get(seq) ?? { seq, heardMs: stages.listener_latency_ms ?? null };
+    row.stages = stages;
+    this.rows.set(seq, row);
+    this.renderLatency();
+  }
+
+  private renderLatency(): void {
+    const rows = [...this.rows.values()];
+    const budget = rows.find((r) => r.stages)?.stages?.budget_ms ?? 1500;
+    const scale = Math.max(budget, ...rows.map((r) => Math.max(r.heardMs ?? 0, r.stages?.e2e_ms ?? 0))) * 1.05;
+    const pct = (ms: number) => `${((100 * ms) / scale).toFixed(2)}%`;
+    const items = rows.map((row, i) => {
+      const li = document.createElement('li');
+      li.className = 'turn';
+      li.dataset.seq = String(row.seq);
+      if (row.heardMs !== null) li.dataset.heardMs = String(row.heardMs);
+      const head = document.createElement('div');
+      head.className = 'turn-head';
+      const title = document.createElement('span');
+      title.textContent = row.seq >= 0 ? `Turn ${i + 1}` : `Turn ${i + 1} (typed)`;
+      const heard = document.createElement('span');
+      heard.className = 'heard';
+      heard.textContent = row.heardMs !== null ? `heard after ${row.heardMs} ms` : 'not measured (typed)';
+      if (row.stages?.over_budget) {
+        heard.textContent += ` · over budget (${row.stages.over_budget})`;
+        li.classList.add('over');
+      }
+      head.append(title, heard);
+      const bars = document.createElement('div');
+      bars.className = 'bars';
+      const marker = document.createElement('span');
+      marker.className = 'budget';
+      marker.style.left = pct(budget);
+      marker.title = `budget ${budget} ms`;
+      bars.append(marker);
+      const s = row.stages?.stages ?? {};
+      const eou = s.end_of_utterance ?? 0;
+      const llm = s.llm_ttft ?? 0;
+      const starts: Record<string, number> = {
+        end_of_utterance: 0,
+        stt: 0,
+        llm_ttft: eou,
+        tts_ttfb: eou + llm,
+        network: row.stages?.e2e_ms ?? 0,
+      };
+      const legend: string[] = [];
+      for (const bar of BARS) {
+        const ms = s[bar.key];
+        if (ms === null || ms === undefined) continue;
+        const el = document.createElement('span');
+        el.className = `bar ${bar.css}`;
+        el.style.left = pct(starts[bar.key]);
+        el.style.width = pct(Math.max(ms, scale / 200));
+        el.title = `${bar.label} ${Math.round(ms)} ms`;
+        bars.append(el);
+        legend.push(`${bar.label} ${Math.round(ms)}`);
+      }
+      if (row.heardMs !== null) {
+        const heardAt = document.createElement('span');
+        heardAt.className = 'heard-at';
+        heardAt.style.left = pct(row.heardMs);
+        heardAt.title = `heard at ${row.heardMs} ms`;
+        bars.append(heardAt);
+      }
+      const detail = document.createElement('p');
+      detail.className = 'turn-detail';
+      detail.textContent = row.stages
+        ? `${legend.join(' · ')} ms; agent e2e ${row.stages.e2e_ms ?? '?'} ms`
+        : 'waiting for the agent’s figures…';
+      li.append(head, bars, detail);
+      return li;
+    });
+    this.waterfall.replaceChildren(...items);
+    this.latency.hidden = rows.length === 0;
   }
 
   /** A message the person typed (shown at once; the agent's answer arrives as a transcript). */
