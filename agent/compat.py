@@ -11,10 +11,6 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
-# Re-exported base classes the progressive end-of-turn detector extends
-# (agent/providers/turn_detector.py): the framework asks its audio model only once per pause.
-from livekit.agents.inference.eot.base import _BaseStreamingTurnDetectorStream as TurnDetectorStream
-from livekit.agents.inference.eot.transports import _LocalTransport as LocalTurnTransport
 from livekit.agents.worker import _DefaultLoadCalc
 
 if TYPE_CHECKING:
@@ -24,7 +20,7 @@ FRAMEWORK_VERSION = version("livekit-agents")
 TESTED_WITH = "1.8.9"
 
 __all__ = [
-    "FRAMEWORK_VERSION", "LocalTurnTransport", "TESTED_WITH", "TurnDetectorStream", "default_cpu_load",
+    "FRAMEWORK_VERSION", "TESTED_WITH", "default_cpu_load",
     "plugin_http_session", "realtime_session_failed", "register_realtime_session", "track_stream",
 ]
 
@@ -61,9 +57,6 @@ def internals() -> list[tuple[str, Any, str]]:
     from livekit.plugins.openai import realtime
 
     return [
-        ("inference.eot.base._BaseStreamingTurnDetectorStream", TurnDetectorStream, "predict"),
-        ("inference.eot.base._BaseStreamingTurnDetectorStream", TurnDetectorStream, "cancel_inference"),
-        ("inference.eot.base._BaseStreamingTurnDetectorStream", TurnDetectorStream, "_default_event"),
         ("worker._DefaultLoadCalc", _DefaultLoadCalc, "get_load"),
         ("plugins.deepgram.STT", deepgram_stt.STT, "_ensure_session"),
         ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_process_stream_event"),

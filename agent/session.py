@@ -9,6 +9,7 @@ from collections.abc import Callable
 from livekit.agents import AgentSession, llm
 
 from .assistant import ParleyAgent
+from .barge_in import filtered_stt
 from .callstate import Call
 from .providers import LocalModels, SessionModels, build_turn_detector
 from .providers.realtime import fail_over_to_local
@@ -16,6 +17,11 @@ from .settings import Settings
 
 # Spoken by the local pipeline when it takes a call over from a failed realtime model.
 REALTIME_LOST = "Sorry, I lost my connection for a moment. Could you say that again?"
+
+# Silence after a barge-in that turned out to be a backchannel (no words reached the
+# framework) before the paused reply resumes. It must outlast Whisper on a short segment,
+# or a "stop" would let the reply resume for a moment before the transcript stops it.
+FALSE_INTERRUPTION_TIMEOUT_S = 0.8
 
 
 def build_session(settings: Settings, models: LocalModels, chosen: SessionModels,
@@ -42,40 +48,58 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
             },
         )
         if settings.fallback:
-            fail_over_to_local(session, local_takeover(settings, models))
+            fail_over_to_local(session, local_takeover(settings, models, session))
         return session
-    return AgentSession[Call](
+    turn_detector = build_turn_detector()
+    holder: list[AgentSession[Call]] = []
+    session = AgentSession[Call](
         userdata=call,
         vad=models.vad,
-        stt=chosen.stt,
+        # While the agent talks, a transcript that is only "uh-huh"/"yeah"/"okay" is not
+        # a turn: the paused reply resumes (agent/barge_in.py).
+        stt=filtered_stt(chosen.stt, lambda: holder[0] if holder else None),
         llm=chosen.llm,
         tts=chosen.tts,
         turn_handling={
-            "turn_detection": build_turn_detector(),
+            # Pause length and transcript decide the end of a turn (agent/providers/turn_detector.py):
+            # a finished question is answered as soon as its transcript exists, a finished
+            # statement after a silence longer than callers pause inside a sentence.
+            "turn_detection": turn_detector,
             "endpointing": {
                 "min_delay": settings.endpointing_min_delay,
                 "max_delay": settings.endpointing_max_delay,
             },
             # "adaptive" interruption needs LiveKit's cloud; VAD barge-in works offline.
+            # The caller's voice pauses the reply after `min_duration` of speech; the words
+            # then decide: a backchannel resumes it after `false_interruption_timeout`,
+            # anything else interrupts it (agent/barge_in.py).
             "interruption": {
                 "mode": "vad",
                 "min_duration": settings.interrupt_min_duration,
-                "false_interruption_timeout": 1.5,
+                "resume_false_interruption": True,
+                "false_interruption_timeout": FALSE_INTERRUPTION_TIMEOUT_S,
             },
             # LLM and TTS start on the final transcript, before the turn is confirmed.
             "preemptive_generation": {"enabled": True, "preemptive_tts": True},
         },
     )
+    holder.append(session)
+    turn_detector.observe(session)
+    return session
 
 
-def local_takeover(settings: Settings, models: LocalModels) -> Callable[[llm.ChatContext], ParleyAgent]:
+def local_takeover(settings: Settings, models: LocalModels,
+                   session: AgentSession[Call] | None = None) -> Callable[[llm.ChatContext], ParleyAgent]:
     """The agent that carries a call on the local pipeline once the realtime model failed."""
 
     def make(chat_ctx: llm.ChatContext) -> ParleyAgent:
         # Apologise only if the caller had said something the failed model may have lost.
         asked = any(i.type == "message" and i.role == "user" for i in chat_ctx.items)
+        detector = build_turn_detector()
+        if session is not None:
+            detector.observe(session)  # the session's final transcripts feed the end-of-turn judge
         return ParleyAgent(settings, greeting=REALTIME_LOST if asked else "", chat_ctx=chat_ctx, tools=[],
                            stt=models.stt, llm=models.llm, tts=models.tts,
-                           turn_handling={"turn_detection": build_turn_detector()})
+                           turn_handling={"turn_detection": detector})
 
     return make

@@ -78,6 +78,12 @@ def test_barge_in_stops_agent_audio(call, fixtures, report_dir):
                  if i.get("type") == "message" and i.get("role") == "assistant"]
     cut = [i for i in assistant if i.get("interrupted")]
     assert cut, "history has no interrupted assistant message"
+    # The history keeps what the caller heard: the interrupted reply as the caller's
+    # transcription stream (synchronized with the audio) ended it, not the whole reply.
+    kept = " ".join(c for c in cut[0]["content"] if isinstance(c, str)).split()
+    heard = interrupted["agent_text"].split()
+    assert kept and heard, (kept, heard)
+    assert abs(len(kept) - len(heard)) <= 4, (kept, heard)
 
 
 def test_worker_health_endpoints(worker):

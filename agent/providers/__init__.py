@@ -10,7 +10,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from livekit.agents import inference, llm, stt, tts, vad
 
 from .. import models
@@ -18,7 +17,7 @@ from ..settings import Settings
 from .llama_llm import LlamaLLM, LlamaOptions
 from .piper_tts import PiperOptions, PiperTTS
 from .selection import SessionModels, select_models
-from .turn_detector import ProgressiveTurnDetector
+from .turn_detector import TurnJudge
 from .whisper_stt import WhisperOptions, WhisperSTT
 
 logger = logging.getLogger("parley.providers")
@@ -30,9 +29,10 @@ def build_vad(settings: Settings) -> vad.VAD:
     return inference.VAD(min_silence_duration=settings.vad_min_silence)
 
 
-def build_turn_detector() -> inference.TurnDetector:
-    # The local v1-mini model, pinned (dev mode would pick the cloud "v1" detector).
-    return ProgressiveTurnDetector()
+def build_turn_detector() -> TurnJudge:
+    # Judged from the transcript (agent/providers/turn_detector.py); the session feeds it
+    # its final transcripts (TurnJudge.observe).
+    return TurnJudge()
 
 
 def local_stt(settings: Settings) -> WhisperSTT:
@@ -51,15 +51,9 @@ def local_llm(settings: Settings) -> LlamaLLM:
 def local_tts(settings: Settings) -> PiperTTS:
     # Piper also speaks the realtime pipeline's fixed phrases: only PARLEY_TTS=local names its voice.
     path = (settings.piper_voice_path if settings.pipeline == "cascade" else None) or models.piper_joe()
-    return PiperTTS(PiperOptions(model_path=path))
-
-
-def _warm_turn_detector() -> None:
-    # The end-of-turn model is a process-wide singleton: one pass now, not in the first pause.
-    from livekit.local_inference import EOT
-
-    with EOT() as eot:
-        eot.predict(np.zeros(16000, dtype=np.int16))
+    # The greetings are spoken at the start of every call: synthesized once, here.
+    return PiperTTS(PiperOptions(model_path=path, remember=(
+        settings.greeting, settings.sip_greeting, settings.sip_outbound_greeting)))
 
 
 @dataclass
@@ -80,6 +74,5 @@ class LocalModels:
             llm=local_llm(settings),
             tts=local_tts(settings),
         )
-        _warm_turn_detector()
         logger.info("local models ready in %.2fs", time.perf_counter() - t0)
         return loaded

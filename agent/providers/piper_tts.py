@@ -4,6 +4,10 @@ Piper synthesizes a whole text at once, so the class declares no streaming:
 the session wraps it in `tts.StreamAdapter` with a sentence tokenizer, and
 each sentence is synthesized (and starts playing) while the LLM is still
 writing the next one.
+
+Fixed phrases (the greetings) are synthesized once when the voice loads and played
+from memory: the greeting's first audio then costs no synthesis at the moment a call
+starts, when the CPU is busiest (connecting, and the pool loading a replacement process).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from livekit.agents import tts
+from livekit.agents import tokenize, tts
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.utils import shortuuid
 
@@ -26,6 +30,13 @@ class PiperOptions:
     model_path: Path
     length_scale: float = 1.0  # < 1 speaks faster
     speaker_id: int | None = None
+    # Phrases to synthesize now and play from memory (each whole, and sentence by sentence
+    # as the session's sentence tokenizer hands them over).
+    remember: tuple[str, ...] = ()
+
+
+def _key(text: str) -> str:
+    return " ".join(text.split())
 
 
 class PiperTTS(tts.TTS):
@@ -43,6 +54,12 @@ class PiperTTS(tts.TTS):
         self._voice = voice
         self._syn_config = SynthesisConfig(length_scale=opts.length_scale, speaker_id=opts.speaker_id)
         self.synthesize_pcm("Hello.")  # warm-up: first ONNX run allocates its arenas
+        self._cache: dict[str, bytes] = {}
+        sentences = tokenize.blingfire.SentenceTokenizer(retain_format=True)
+        for phrase in filter(None, opts.remember):
+            for piece in (phrase, *sentences.tokenize(phrase)):
+                if _key(piece) and _key(piece) not in self._cache:
+                    self._cache[_key(piece)] = self.synthesize_pcm(_key(piece))
         logger.info("piper voice %s loaded in %.2fs", opts.model_path.stem, time.perf_counter() - t0)
 
     @property
@@ -58,6 +75,8 @@ class PiperTTS(tts.TTS):
         return b"".join(c.audio_int16_bytes for c in self._voice.synthesize(text, self._syn_config))
 
     def iter_pcm(self, text: str):  # type: ignore[no-untyped-def]
+        if (cached := self._cache.get(_key(text))) is not None:
+            return iter((cached,))
         return (c.audio_int16_bytes for c in self._voice.synthesize(text, self._syn_config))
 
     def synthesize(

@@ -1,0 +1,91 @@
+"""Talking over the agent: a backchannel lets it go on, anything else stops it.
+
+How a barge-in runs (livekit-agents' VAD interruption with false-interruption resume,
+configured in agent/session.py):
+
+1. The caller starts talking while the agent speaks: after `min_duration` of speech the
+   framework *pauses* the agent's audio (it stops within a few hundred milliseconds,
+   before anyone knows what was said).
+2. Whisper transcribes the caller's segment once it ends. `BackchannelFilter` reads that
+   transcript: if it is only a backchannel ("uh-huh", "yeah", "okay", "right",
+   "mm-hmm"; agent/turns.py) and the agent still holds the floor, the transcript is
+   dropped. With no words, the framework neither interrupts the paused reply nor commits
+   a user turn, and once `false_interruption_timeout` passes it resumes the reply where
+   it paused: the chat history keeps the whole reply and no "uh-huh" turn.
+3. Any other transcript ("stop", "wait", a question) reaches the framework, which
+   interrupts the paused reply (the history keeps only the part that was played) and
+   answers the new turn.
+
+The filter wraps a non-streaming STT (Whisper; the framework runs it behind its VAD
+stream adapter). A streaming cloud STT is passed through unchanged: its interim
+transcripts interrupt before a filter could see a final one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from livekit.agents import AgentSession, stt, utils
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+
+from .turns import is_backchannel
+
+logger = logging.getLogger("parley.barge_in")
+
+
+def agent_holds_floor(session: AgentSession) -> bool:
+    """The agent is in the middle of a reply (speaking, or paused by the caller's voice)."""
+    speech = session.current_speech
+    return speech is not None and not speech.interrupted and not speech.done()
+
+
+class BackchannelFilter(stt.STT):
+    def __init__(self, inner: stt.STT, holds_floor: Callable[[], bool]) -> None:
+        super().__init__(capabilities=inner.capabilities)
+        self._inner = inner
+        self._holds_floor = holds_floor
+        self.dropped = 0  # backchannels dropped (for logs and tests)
+
+    @property
+    def model(self) -> str:
+        return self._inner.model
+
+    @property
+    def provider(self) -> str:
+        return self._inner.provider
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.SpeechEvent:
+        ev = await self._inner.recognize(buffer, language=language, conn_options=conn_options)
+        text = ev.alternatives[0].text if ev.alternatives else ""
+        if text and is_backchannel(text) and self._holds_floor():
+            self.dropped += 1
+            logger.info("backchannel while the agent speaks, not a turn: %r", text)
+            return stt.SpeechEvent(
+                type=ev.type,
+                request_id=ev.request_id,
+                alternatives=[stt.SpeechData(language=ev.alternatives[0].language, text="")],
+            )
+        return ev
+
+    async def aclose(self) -> None:
+        # The inner STT belongs to the job process (loaded once, shared by its calls).
+        pass
+
+
+def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None]) -> stt.STT:
+    """`inner` behind a BackchannelFilter when it is a non-streaming STT, else `inner`."""
+    if inner.capabilities.streaming:
+        return inner
+
+    def holds_floor() -> bool:
+        session = session_ref()
+        return session is not None and agent_holds_floor(session)
+
+    return BackchannelFilter(inner, holds_floor)

@@ -1,0 +1,217 @@
+"""Fast layer: turn-taking judgements (agent/turns.py), the end-of-turn judge's decisions
+(agent/providers/turn_detector.py) and the backchannel filter (agent/barge_in.py).
+No models, no processes. Sentences here are deliberately not the fixtures' sentences."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from livekit.agents import stt
+from livekit.agents.voice.events import UserInputTranscribedEvent
+
+from agent.barge_in import BackchannelFilter, filtered_stt
+from agent.providers.turn_detector import JudgeOptions, TurnJudge
+from agent.turns import is_backchannel, transcript_verdict
+from tests.fakes.providers import FakeSTT, tone_frames
+
+
+@pytest.mark.parametrize("text", [
+    "Where is the nearest train station?",
+    "How far away is the moon?",
+    "Where are you from?",
+    "Spell the word necessary.",
+    "List three kinds of fruit.",
+    "Send me the report, please.",
+    "Thank you.",
+    "Oh, nice to meet you.",
+    "I would like to know how tall the Eiffel tower is.",
+])
+def test_questions_and_requests_are_complete(text: str) -> None:
+    assert transcript_verdict(text) == "complete"
+
+
+@pytest.mark.parametrize("text", [
+    "Actually,",
+    "So what I wanted to ask is...",
+    "Give me the name of the",
+    "I was looking at my",
+    "Tell me about, uh",
+    "Er, well, and",
+    "Is it cheaper to go by",
+    "",
+    "   ",
+])
+def test_phrases_that_cannot_end_a_turn_are_incomplete(text: str) -> None:
+    assert transcript_verdict(text) == "incomplete"
+
+
+@pytest.mark.parametrize("text", [
+    "One more thing.",           # a preamble: the question follows
+    "I have a question.",
+    "My name is Gustav.",        # may be followed by "Please remember it."
+    "I would like to ask",       # Whisper left it without a full stop
+    "I need to know.",           # an indirect request that does not yet say what
+])
+def test_statements_and_unpunctuated_phrases_are_open(text: str) -> None:
+    assert transcript_verdict(text) == "open"
+
+
+@pytest.mark.parametrize("text", ["Uh-huh.", "Mm-hmm.", "Yeah.", "Okay.", "Right.", "Yeah, yeah.",
+                                  "Oh, okay.", "Mhm.", "Sure.", "I see."])
+def test_backchannels(text: str) -> None:
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", ["Stop.", "Wait.", "Hold on.", "No, no.", "Sorry?", "Okay, stop.",
+                                  "Yeah, but what about Tuesday?", "Right, how much is it?",
+                                  "Okay so tell me more about the second one", ""])
+def test_not_backchannels(text: str) -> None:
+    assert not is_backchannel(text)
+
+
+def transcribed(text: str) -> UserInputTranscribedEvent:
+    return UserInputTranscribedEvent(transcript=text, is_final=True)
+
+
+async def decide(judge: TurnJudge, *finals: str) -> tuple[float, dict]:
+    """One pause: the framework asks (predict), then the pause's transcript arrives."""
+    stream = judge.stream()
+    fut = stream.predict()
+    for text in finals:
+        judge._on_transcribed(transcribed(text))
+    ev = await asyncio.wait_for(fut, 5.0)
+    await stream.aclose()
+    return ev.end_of_turn_probability, stream.last
+
+
+async def test_judge_commits_a_question_at_once():
+    p, last = await decide(TurnJudge(JudgeOptions(hold_s=0.3)), "What time does the bakery open?")
+    assert p == 1.0 and last["action"] == "now"
+
+
+async def test_judge_waits_for_the_rest_of_a_cut_phrase():
+    p, last = await decide(TurnJudge(JudgeOptions(hold_s=0.3)), "So I was thinking that,")
+    assert p < 0.5 and last["action"] == "wait"
+
+
+async def test_judge_holds_a_bare_statement():
+    p, last = await decide(TurnJudge(JudgeOptions(hold_s=0.3)), "One more thing.")
+    assert p == 1.0 and last["action"] == "hold"
+
+
+async def test_judge_reads_the_whole_turn_across_pauses():
+    judge = TurnJudge(JudgeOptions(hold_s=0.3))
+    stream = judge.stream()
+    first = stream.predict()
+    judge._on_transcribed(transcribed("Before I go,"))
+    assert (await asyncio.wait_for(first, 5.0)).end_of_turn_probability < 0.5
+    stream.cancel_inference()  # the caller speaks again
+    second = stream.predict()
+    judge._on_transcribed(transcribed("which platform does the train leave from?"))
+    assert (await asyncio.wait_for(second, 5.0)).end_of_turn_probability == 1.0
+    assert stream.last["text"] == "Before I go, which platform does the train leave from?"
+    stream.flush("turn committed")
+    third = stream.predict()
+    judge._on_transcribed(transcribed("And"))
+    assert (await asyncio.wait_for(third, 5.0)).end_of_turn_probability < 0.5
+    assert stream.last["text"] == "And"
+    await stream.aclose()
+
+
+async def test_new_speech_cancels_a_held_statement():
+    judge = TurnJudge(JudgeOptions(hold_s=30.0))
+    stream = judge.stream()
+    fut = stream.predict()
+    judge._on_transcribed(transcribed("One more thing."))
+    await asyncio.sleep(0)  # let the judge read the transcript and start holding
+    stream.cancel_inference()
+    assert fut.done() and fut.result().end_of_turn_probability == 0.0
+    await stream.aclose()
+
+
+async def test_a_transcript_from_before_the_pause_does_not_decide_it():
+    judge = TurnJudge(JudgeOptions(hold_s=0.3, transcript_wait_s=0.2))
+    stream = judge.stream()
+    judge._on_transcribed(transcribed("What is the time?"))  # the previous segment's words
+    fut = stream.predict()
+    done, _ = await asyncio.wait([fut], timeout=0.05)
+    assert not done  # still waiting for this pause's transcript
+    await asyncio.wait_for(fut, 5.0)
+    await stream.aclose()
+
+
+async def test_backchannel_dropped_only_while_the_agent_holds_the_floor():
+    floor = {"agent": True}
+    inner = FakeSTT(["Uh-huh.", "Stop.", "Yeah."])
+    gate = filtered_stt(inner, lambda: None)
+    assert isinstance(gate, BackchannelFilter)
+    gate = BackchannelFilter(inner, lambda: floor["agent"])
+    frames = tone_frames(0.5)
+    assert (await gate.recognize(frames)).alternatives[0].text == ""
+    assert (await gate.recognize(frames)).alternatives[0].text == "Stop."
+    floor["agent"] = False  # the agent is done: "yeah" answers it, it is a turn
+    assert (await gate.recognize(frames)).alternatives[0].text == "Yeah."
+    assert gate.dropped == 1
+
+
+def test_streaming_stt_is_not_wrapped():
+    class Streaming(FakeSTT):
+        def __init__(self) -> None:
+            stt.STT.__init__(self, capabilities=stt.STTCapabilities(streaming=True, interim_results=True))
+
+    inner = Streaming()
+    assert filtered_stt(inner, lambda: None) is inner
+
+
+# --- the judge inside a real session: scripted audio, energy VAD, fake transcripts --------
+
+async def user_turns(script: list[tuple[str, float]], transcripts: list[str]) -> list[str]:
+    """Run a session (the worker's build_session) on `script`; the user turns it committed."""
+    from agent.assistant import ParleyAgent
+    from agent.callstate import Call
+    from agent.providers import LocalModels, SessionModels
+    from agent.session import build_session
+    from agent.settings import Settings
+    from tests.fakes.providers import FakeLLM, FakeTTS
+    from tests.fakes.turns import EnergyVAD, ScriptedMic
+
+    settings = Settings()
+    models = LocalModels(vad=EnergyVAD(), stt=FakeSTT(transcripts), llm=FakeLLM(lambda ctx: "Fine."),
+                         tts=FakeTTS())  # type: ignore[arg-type]
+    chosen = SessionModels(stt=models.stt, llm=models.llm, tts=models.tts, providers={})
+    session = build_session(settings, models, chosen, Call(settings))
+    mic = ScriptedMic(script)
+    session.input.audio = mic
+    session.output.audio = None
+    await session.start(ParleyAgent(settings, greeting=""))
+    try:
+        await mic.done.wait()
+        committed = lambda: [i.text_content for i in session.history.items  # noqa: E731
+                             if i.type == "message" and i.role == "user"]
+        # Wait (bounded) for the last turn to be committed.
+        for _ in range(100):
+            if len(committed()) and not session.user_state == "speaking":
+                break
+            await asyncio.sleep(0.05)
+        return committed()
+    finally:
+        await session.aclose()
+
+
+async def test_a_comma_pause_inside_a_question_is_not_the_end_of_the_turn():
+    turns = await user_turns([("silence", 0.2), ("speech", 0.8), ("silence", 1.2), ("speech", 1.0), ("silence", 1.0)],
+                             ["So, before I forget,", "which platform does the train leave from?"])
+    assert turns == ["So, before I forget, which platform does the train leave from?"]
+
+
+async def test_a_preamble_statement_is_not_the_end_of_the_turn():
+    turns = await user_turns([("silence", 0.2), ("speech", 0.8), ("silence", 1.2), ("speech", 1.0), ("silence", 1.0)],
+                             ["One more thing.", "Is the museum open on Sundays?"])
+    assert turns == ["One more thing. Is the museum open on Sundays?"]
+
+
+async def test_a_finished_question_is_its_own_turn():
+    turns = await user_turns([("silence", 0.2), ("speech", 0.8), ("silence", 1.2), ("speech", 0.6), ("silence", 1.0)],
+                             ["Is the museum open on Sundays?", "Thanks."])
+    assert turns[:1] == ["Is the museum open on Sundays?"], turns
