@@ -28,6 +28,8 @@ DEFAULT_GREETING = "Hello, this is Parley. How can I help you today?"
 DEFAULT_SIP_GREETING = "Thanks for calling Parley. How can I help you today?"
 DEFAULT_SIP_OUTBOUND_GREETING = "Hello, this is Parley calling. Do you have a moment?"
 DEFAULT_GOODBYE = "Thanks for calling Parley. Goodbye!"
+DEFAULT_SIP_VOICEMAIL_MESSAGE = ("Hello, this is Parley calling. Sorry we missed you. "
+                                 "Please call us back when you have a moment. Goodbye.")
 DEFAULT_TOOL_ACK = "One moment, let me look that up."
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).resolve().parent / "knowledge" / "faq.md"
 
@@ -162,6 +164,10 @@ class Settings(BaseSettings):
     sip_transfer_to: str = Field("", alias="PARLEY_SIP_TRANSFER_TO")  # tel: or sip: URI for "press 0"
     sip_greeting: str = Field(DEFAULT_SIP_GREETING, alias="PARLEY_SIP_GREETING")
     sip_outbound_greeting: str = Field(DEFAULT_SIP_OUTBOUND_GREETING, alias="PARLEY_SIP_OUTBOUND_GREETING")
+    # Outbound: listen first, tell a person from an answering machine (agent/amd.py); a
+    # machine gets this message after its beep, then the agent hangs up.
+    sip_amd: bool = Field(True, alias="PARLEY_SIP_AMD")
+    sip_voicemail_message: str = Field(DEFAULT_SIP_VOICEMAIL_MESSAGE, alias="PARLEY_SIP_VOICEMAIL_MESSAGE")
 
     @field_validator("pipeline", "stt", "llm", "tts", "realtime_turn_detection", "log_format", mode="before")
     @classmethod

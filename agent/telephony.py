@@ -4,6 +4,9 @@ LiveKit SIP turns a phone call into a room participant of kind SIP with `sip.*`
 attributes (caller number, trunk, call status). For such a caller the worker:
 - greets as a phone service (inbound) or as the caller (outbound, only once the
   callee has answered: `sip.callStatus` becomes `active`);
+- on an outbound call, listens before speaking (answering-machine detection,
+  agent/amd.py): a person gets the greeting and the conversation, a machine gets
+  PARLEY_SIP_VOICEMAIL_MESSAGE after its beep, then the agent hangs up;
 - hears keypad presses (RFC 2833 / SIP INFO, delivered by LiveKit as
   `sip_dtmf_received`) as `dtmf` events; the default keypad menu is deterministic
   (`#` hangs up, `0` transfers to PARLEY_SIP_TRANSFER_TO, other digits are
@@ -26,12 +29,14 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from livekit import api, rtc
-from livekit.agents import AgentSession, JobContext, RunContext, StopResponse, function_tool, llm
+from livekit.agents import Agent, AgentSession, JobContext, RunContext, StopResponse, function_tool, llm
 
+from . import amd
 from .assistant import ParleyAgent
 from .settings import Settings
 
@@ -91,6 +96,42 @@ def is_goodbye(text: str) -> bool:
     return bool(_GOODBYE.match(text.strip()))
 
 
+class CalleeAudio:
+    """The callee's audio, opened while the phone rings so nothing of the first word after
+    the answer is lost; what arrives before `from_now()` (ringing) is dropped."""
+
+    def __init__(self, stream: rtc.AudioStream) -> None:
+        self._stream = stream
+        self._queue: asyncio.Queue[rtc.AudioFrame] | None = None
+        self._task = asyncio.ensure_future(self._pump())
+
+    @classmethod
+    def of(cls, participant: rtc.RemoteParticipant) -> CalleeAudio:
+        return cls(rtc.AudioStream.from_participant(participant=participant,
+                                                    track_source=rtc.TrackSource.SOURCE_MICROPHONE,
+                                                    sample_rate=amd.SAMPLE_RATE, num_channels=1))
+
+    async def _pump(self) -> None:
+        async for ev in self._stream:
+            if self._queue is not None:
+                self._queue.put_nowait(ev.frame)
+
+    def from_now(self) -> AsyncIterator[rtc.AudioFrame]:
+        """Every frame from this moment on (the queue starts now, not at the first read)."""
+        self._queue = queue = asyncio.Queue()
+
+        async def frames() -> AsyncIterator[rtc.AudioFrame]:
+            while True:
+                yield await queue.get()
+
+        return frames()
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._stream.aclose()
+
+
 @dataclass(eq=False)
 class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
     """One phone call: keypad events, hang-up and transfer through LiveKit's server APIs.
@@ -108,6 +149,8 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
     ended_by: str = ""
     transfer_status: str = ""
     started_at: float = field(default_factory=time.time)
+    answered_by: amd.AnsweredBy | None = None  # outbound: what answering-machine detection decided
+    amd_result: amd.AmdResult | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -128,7 +171,15 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
 
         False (no answer, busy, the phone already gone) ends the job and its room.
         """
-        ok = await self._wait_answer()
+        # Outbound: hear the callee from the first moment of the answer (a "Hello?" is short).
+        listening = self._open_audio() if self.call.direction == "outbound" and self.settings.sip_amd else None
+        try:
+            ok = await self._wait_answer()
+            if ok and listening is not None:
+                ok = await self._detect_machine(listening)
+        finally:
+            if listening is not None:
+                await listening.aclose()
         if not ok:
             self.ended("no answer")
             self.ctx.add_shutdown_callback(self.ctx.delete_room)
@@ -161,7 +212,46 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
         logger.info("callee %s room=%s", "answered" if ok else "did not answer", self.ctx.room.name)
         return ok
 
-    def agent(self) -> PhoneAgent:
+    # --- answering-machine detection (outbound) ---------------------------------------------
+
+    def _open_audio(self) -> CalleeAudio | None:
+        participant = self.ctx.room.remote_participants.get(self.call.identity)
+        return CalleeAudio.of(participant) if participant is not None else None
+
+    async def _detect_machine(self, audio: CalleeAudio) -> bool:
+        """Listen to the callee; a machine's greeting is let finish. False if they hung up."""
+        models = self.ctx.proc.userdata.get("models")
+        if models is None:  # no local models in this process: greet as before
+            return True
+        frames = audio.from_now()
+        gone = asyncio.get_running_loop().create_future()
+
+        def left(p: rtc.RemoteParticipant) -> None:
+            if p.identity == self.call.identity and not gone.done():
+                gone.set_result(None)
+
+        self.ctx.room.on("participant_disconnected", left)
+        task = asyncio.ensure_future(amd.listen(frames, models.vad, models.stt))
+        try:
+            await asyncio.wait([task, gone], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.ctx.room.off("participant_disconnected", left)
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            logger.info("callee hung up during answering-machine detection room=%s", self.ctx.room.name)
+            return False
+        self.amd_result = result = task.result()
+        self.answered_by = result.answered_by
+        logger.info("answered by %s room=%s decided_ms=%.0f reason=%s message_after_ms=%s transcript=%r",
+                    result.answered_by, self.ctx.room.name, result.decision_ms, result.reason,
+                    f"{result.message_after_ms:.0f}" if result.message_after_ms is not None else "-",
+                    result.transcript)
+        return True
+
+    def agent(self) -> Agent:
+        if self.answered_by == "machine":
+            return VoicemailAgent(self)
         return PhoneAgent(self)
 
     def attach(self, session: AgentSession) -> None:
@@ -273,6 +363,9 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
             "ended_by": self.ended_by or "unknown",
             "transfer": self.transfer_status,
             "duration_s": round(time.time() - self.started_at, 1),
+            # Inbound callers dialled us; outbound without detection is assumed a person.
+            "answered_by": self.answered_by or "human",
+            "amd": self.amd_result.summary() if self.amd_result is not None else None,
         }
 
 
@@ -295,3 +388,20 @@ class PhoneAgent(ParleyAgent):
             self._line.spawn(self._line.hang_up(GOODBYE, by="caller goodbye"))
             raise StopResponse()
         await super().on_user_turn_completed(turn_ctx, new_message)
+
+
+class VoicemailAgent(Agent):
+    """An answering machine took the call: leave the message, then hang up (Call.end)."""
+
+    def __init__(self, line: PhoneLine) -> None:
+        super().__init__(instructions="Leave a short voicemail message.")
+        self._line = line
+
+    async def on_enter(self) -> None:
+        message = self._line.settings.sip_voicemail_message
+        logger.info("leaving a voicemail message room=%s", self._line.ctx.room.name)
+        if self._line.owner is not None:
+            self._line.owner.end_soon("voicemail", goodbye=message)
+
+    async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
+        raise StopResponse()  # a machine is recording: nothing it says is answered
