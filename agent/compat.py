@@ -21,7 +21,8 @@ TESTED_WITH = "1.8.9"
 
 __all__ = [
     "FRAMEWORK_VERSION", "TESTED_WITH", "default_cpu_load",
-    "plugin_http_session", "realtime_session_failed", "register_realtime_session", "track_stream",
+    "plugin_http_session", "realtime_session_failed", "register_realtime_session", "set_transcript_attribute",
+    "track_stream",
 ]
 
 
@@ -51,8 +52,25 @@ def realtime_session_failed(session: Any) -> bool:
     return session._main_atask.done()
 
 
+def set_transcript_attribute(session: Any, *, user: bool, key: str, value: str) -> bool:
+    """Stamp the next `lk.transcription` segments the session publishes for the user (or the
+    agent) with an extra attribute (interpreter mode: the segment's `language`). RoomIO
+    builds its text streams' attributes from a dict it keeps; no option sets it per segment."""
+    room_io = getattr(session, "_room_io", None)
+    output = getattr(room_io, "_user_tr_output" if user else "_agent_tr_output", None)
+    sinks = getattr(output, "_ParticipantTranscriptionOutput__outputs", None) or []
+    stamped = False
+    for sink in sinks:
+        attrs = getattr(sink, "_additional_attributes", None)
+        if isinstance(attrs, dict):
+            attrs[key] = value
+            stamped = True
+    return stamped
+
+
 # What tests/test_compat.py checks exists: (object, attribute) per internal above.
 def internals() -> list[tuple[str, Any, str]]:
+    from livekit.agents.voice.room_io import _output, room_io
     from livekit.plugins.deepgram import stt as deepgram_stt
     from livekit.plugins.openai import realtime
 
@@ -62,4 +80,10 @@ def internals() -> list[tuple[str, Any, str]]:
         ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_process_stream_event"),
         ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_run"),
         ("plugins.openai.realtime.RealtimeSession", realtime.RealtimeSession, "update_chat_ctx"),
+        # set_transcript_attribute: the instance attributes are made in these classes' __init__
+        # (on live objects, tests/test_interpreter_e2e.py checks the attribute arrives).
+        ("voice.room_io.RoomIO", room_io.RoomIO, "_forward_user_transcript"),
+        ("voice.room_io._ParticipantTranscriptionOutput", _output._ParticipantTranscriptionOutput, "capture_text"),
+        ("voice.room_io._ParticipantStreamTranscriptionOutput", _output._ParticipantStreamTranscriptionOutput,
+         "_create_text_writer"),
     ]

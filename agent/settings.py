@@ -39,6 +39,12 @@ OPENAI_TTS_VOICE = "alloy"
 
 CLOUD_SELECTORS = ("PARLEY_STT", "PARLEY_LLM", "PARLEY_TTS")
 
+# The languages multilingual Whisper recognises (ISO 639-1): what interpreter mode accepts.
+WHISPER_LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu "
+    "hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt "
+    "ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue".split())
+
 
 class SettingsError(ValueError):
     """A configuration value is missing or invalid (message names the variable)."""
@@ -169,10 +175,26 @@ class Settings(BaseSettings):
     sip_amd: bool = Field(True, alias="PARLEY_SIP_AMD")
     sip_voicemail_message: str = Field(DEFAULT_SIP_VOICEMAIL_MESSAGE, alias="PARLEY_SIP_VOICEMAIL_MESSAGE")
 
+    # Interpreter mode (agent/interpreter.py): translate between the call's two languages
+    # (ISO 639-1, e.g. "en,es") instead of conversing.
+    interpreter: bool = Field(False, alias="PARLEY_INTERPRETER")
+    interpreter_languages: str = Field("en,es", alias="PARLEY_INTERPRETER_LANGUAGES")
+
     @field_validator("pipeline", "stt", "llm", "tts", "realtime_turn_detection", "log_format", mode="before")
     @classmethod
     def _lower_choice(cls, v: Any) -> Any:
         return _lower(v)
+
+    @field_validator("interpreter_languages", mode="after")
+    @classmethod
+    def _language_pair(cls, v: str) -> str:
+        codes = [c.strip().lower() for c in v.split(",") if c.strip()]
+        if len(codes) != 2 or codes[0] == codes[1]:
+            raise ValueError("needs two different ISO 639-1 language codes, e.g. en,es")
+        unknown = [c for c in codes if c not in WHISPER_LANGUAGES]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a language Whisper recognises (ISO 639-1 codes, e.g. en,es)")
+        return ",".join(codes)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -219,6 +241,11 @@ class Settings(BaseSettings):
     @property
     def piper_voice_path(self) -> Path | None:
         return Path(self.tts_voice) if self.tts == "local" and self.tts_voice else None
+
+    @property
+    def interpreter_pair(self) -> tuple[str, str]:
+        a, b = self.interpreter_languages.split(",")
+        return a, b
 
     @property
     def cloud_llm(self) -> bool:

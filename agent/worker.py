@@ -16,6 +16,7 @@ from livekit.agents import AgentServer, JobContext, JobProcess, room_io
 from . import tracing
 from .assistant import ParleyAgent
 from .callstate import Call
+from .interpreter import InterpreterAgent, InterpreterModels
 from .load import LoadOptions, WorkerLoad
 from .logs import use_human_format
 from .metrics import MetricsServer, WorkerCollector, default_dir
@@ -37,6 +38,8 @@ def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before any call is assigned to it."""
     proc.userdata["tracer"] = tracing.setup(settings)  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     proc.userdata["models"] = LocalModels.load(settings)
+    if settings.interpreter:  # PARLEY_INTERPRETER=1: translate instead of converse (agent/interpreter.py)
+        proc.userdata["interpreter"] = InterpreterModels.load(settings, proc.userdata["models"].tts)
 
 
 server = AgentServer(
@@ -108,7 +111,8 @@ async def entrypoint(ctx: JobContext) -> None:
     session = build_session(settings, models, call.chosen, call)
 
     await session.start(
-        agent=call.line.agent() if call.line is not None else ParleyAgent(settings),
+        agent=(InterpreterAgent(settings, ctx.proc.userdata["interpreter"]) if settings.interpreter
+               else call.line.agent() if call.line is not None else ParleyAgent(settings)),
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=participant.identity,

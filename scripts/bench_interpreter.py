@@ -1,0 +1,225 @@
+"""Interpreter mode benchmark: keyword retention and latency per direction (issue 14).
+
+22 short sentences per direction (written for this benchmark, synthesised with espeak-ng's
+`es` and `en-us` voices), each with the content words its translation must keep (any of
+a few accepted forms, accents ignored).
+
+  --models   the models alone, no processes: Whisper base (detect + transcribe, and its own
+             translate task for es->en), the text translator for en->es, and a second
+             en->es candidate: Whisper decoding English audio with the Spanish language token.
+  --calls    the whole stack: livekit-server + a worker with PARLEY_INTERPRETER=1, one
+             parley-call per direction playing every sentence; retention on the agent's
+             transcript, first translated audio = parley-call's turn_latency_ms (end of the
+             caller's speech -> first non-silent agent audio heard).
+
+  .venv/bin/python scripts/bench_interpreter.py --models --calls [--limit N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# (sentence, [accepted forms per content word]); forms are matched as word prefixes.
+ES_EN: list[tuple[str, list[list[str]]]] = [
+    ("¿Dónde está la estación de tren?", [["station"], ["train"]]),
+    ("Necesito un médico, por favor.", [["doctor", "physician"]]),
+    ("¿Cuánto cuesta este libro?", [["book"]]),
+    ("Mi hermano vive en Madrid.", [["brother"], ["madrid"]]),
+    ("El restaurante abre a las ocho.", [["restaurant"], ["eight", "8"]]),
+    ("Quiero reservar una habitación para dos noches.", [["room"], ["night"]]),
+    ("La reunión es mañana por la mañana.", [["meeting"], ["tomorrow"]]),
+    ("Hace mucho frío hoy.", [["cold"], ["today"]]),
+    ("¿Puedes ayudarme con mi maleta?", [["help"], ["suitcase", "luggage", "bag"]]),
+    ("El perro está en el jardín.", [["dog"], ["garden", "yard"]]),
+    ("Me gusta mucho el café con leche.", [["coffee"], ["milk"]]),
+    ("El avión sale a las tres de la tarde.", [["plane", "flight", "airplane"], ["three", "3"]]),
+    ("Perdí mi teléfono en el autobús.", [["phone", "telephone"], ["bus"]]),
+    ("¿A qué hora cierra el banco?", [["bank"], ["close"]]),
+    ("Mi hija tiene diez años.", [["daughter"], ["ten", "10"]]),
+    ("La playa está muy cerca del hotel.", [["beach"], ["hotel"]]),
+    ("Necesito comprar agua y pan.", [["water"], ["bread"]]),
+    ("El museo está cerrado los lunes.", [["museum"], ["monday"]]),
+    ("Mi coche es rojo.", [["car"], ["red"]]),
+    ("¿Dónde puedo encontrar una farmacia?", [["pharmacy", "drugstore", "chemist"]]),
+    ("Llueve mucho en invierno.", [["rain"], ["winter"]]),
+    ("La cena está lista.", [["dinner", "supper"], ["ready"]]),
+]
+EN_ES: list[tuple[str, list[list[str]]]] = [
+    ("Where is the train station?", [["estacion"], ["tren"]]),
+    ("I need a doctor, please.", [["medico", "doctor"]]),
+    ("How much does this book cost?", [["libro"]]),
+    ("My brother lives in London.", [["hermano"], ["londres"]]),
+    ("The restaurant opens at eight.", [["restaurante"], ["ocho", "8"]]),
+    ("I want to book a room for two nights.", [["habitacion", "cuarto"], ["noche"]]),
+    ("The meeting is tomorrow morning.", [["reunion"], ["manana"]]),
+    ("It is very cold today.", [["frio"], ["hoy"]]),
+    ("Can you help me with my suitcase?", [["ayud"], ["maleta", "equipaje"]]),
+    ("The dog is in the garden.", [["perro"], ["jardin"]]),
+    ("I like coffee with milk.", [["cafe"], ["leche"]]),
+    ("The plane leaves at three in the afternoon.", [["avion", "vuelo"], ["tres", "3"]]),
+    ("I lost my phone on the bus.", [["telefono", "movil", "celular"], ["autobus", "bus"]]),
+    ("What time does the bank close?", [["banco"]]),
+    ("My daughter is ten years old.", [["hija"], ["diez", "10"]]),
+    ("The beach is very close to the hotel.", [["playa"], ["hotel"]]),
+    ("I need to buy water and bread.", [["agua"], ["pan"]]),
+    ("The museum is closed on Mondays.", [["museo"], ["lunes"]]),
+    ("My car is red.", [["coche", "carro", "auto"], ["rojo"]]),
+    ("Where can I find a pharmacy?", [["farmacia"]]),
+    ("It rains a lot in winter.", [["llueve", "lluvia"], ["invierno"]]),
+    ("Dinner is ready.", [["cena"], ["lista", "listo"]]),
+]
+DIRECTIONS = {"es->en": ("es", ES_EN), "en->es": ("en-us", EN_ES)}
+
+
+def fold(text: str) -> list[str]:
+    plain = unicodedata.normalize("NFKD", text.lower())
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    return re.findall(r"[a-z0-9]+", plain)
+
+
+def kept(translation: str, keywords: list[list[str]]) -> bool:
+    words = fold(translation)
+    return all(any(w.startswith(form) for w in words for form in forms) for forms in keywords)
+
+
+def synth(text: str, voice: str, path: Path) -> Path:
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True, timeout=60)
+    return path
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def bench_models(limit: int, work: Path) -> dict:
+    import numpy as np
+
+    from agent import models
+    from agent.providers.llama_translate import LlamaTranslator, TranslatorOptions
+    from agent.providers.whisper_interpreter import InterpreterSTTOptions, WhisperInterpreterSTT
+    from agent.settings import Settings
+
+    settings = Settings.load()
+    whisper = WhisperInterpreterSTT(InterpreterSTTOptions(models.whisper_model("base", settings.model_dir)))
+    translator = LlamaTranslator(TranslatorOptions(models.qwen25_05b_gguf(settings.model_dir)))
+    out: dict = {}
+    for name, (voice, sentences) in DIRECTIONS.items():
+        rows = []
+        for i, (text, keywords) in enumerate(sentences[:limit]):
+            wav = synth(text, voice, work / f"{name[:2]}-{i:02d}.wav")
+            raw = subprocess.run(["sox", str(wav), "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1",
+                                  "-"], capture_output=True, check=True).stdout
+            audio = np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
+            r = whisper.interpret(audio)
+            row = {"sentence": text, "heard": r.text, "language": r.language,
+                   "stt_ms": round(sum(r.seconds.values()) * 1000)}
+            if name == "es->en":
+                row["translation"] = r.english or ""
+                row["translate_ms"] = round(r.seconds.get("translate", 0.0) * 1000)
+            else:
+                t0 = time.perf_counter()
+                row["translation"] = translator.translate(r.text, "en", "es")
+                row["translate_ms"] = round((time.perf_counter() - t0) * 1000)
+                # Candidate 2: Whisper told the audio is Spanish (it then often translates).
+                t0 = time.perf_counter()
+                forced, _ = whisper.decode(whisper.encode(audio), "es", "transcribe", len(audio) / 16000)
+                row["whisper_forced_es"] = forced
+                row["whisper_forced_ms"] = round((time.perf_counter() - t0) * 1000)
+                row["whisper_forced_kept"] = kept(forced, keywords)
+            row["kept"] = kept(row["translation"], keywords)
+            row["language_ok"] = r.language == name[:2]
+            rows.append(row)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        n = len(rows)
+        summary = {
+            "n": n,
+            "keyword_retention": round(sum(r["kept"] for r in rows) / n, 3),
+            "language_detected": round(sum(r["language_ok"] for r in rows) / n, 3),
+            "stt_ms_median": statistics.median(r["stt_ms"] for r in rows),
+            "translate_ms_median": statistics.median(r["translate_ms"] for r in rows),
+        }
+        if name == "en->es":
+            summary["whisper_forced_retention"] = round(sum(r["whisper_forced_kept"] for r in rows) / n, 3)
+            summary["whisper_forced_ms_median"] = statistics.median(r["whisper_forced_ms"] for r in rows)
+        out[name] = {"summary": summary, "rows": rows}
+        print(f"models {name}: {summary}", flush=True)
+    return out
+
+
+def bench_calls(limit: int, work: Path) -> dict:
+    from harness.devstack import BIN, LiveKitServer, Worker
+
+    logs = work / "logs"
+    server = LiveKitServer.create().start(logs)
+    worker = Worker(env={**server.env(), "PARLEY_INTERPRETER": "1", "PARLEY_INTERPRETER_LANGUAGES": "en,es",
+                         "PARLEY_REPORT_DIR": str(work / "reports"), "PARLEY_IDLE_PROCESSES": "1",
+                         "PARLEY_LOAD_CPU": "0", "PARLEY_METRICS_PORT": "0"})
+    out: dict = {}
+    try:
+        worker.start(logs, timeout=300)
+        for name, (voice, sentences) in DIRECTIONS.items():
+            chosen = sentences[:limit]
+            files = [synth(t, voice, work / f"call-{name[:2]}-{i:02d}.wav") for i, (t, _) in enumerate(chosen)]
+            cmd = [str(BIN / "parley-call"), "--url", server.url, "--api-key", server.api_key, "--api-secret",
+                   server.api_secret, "--json", "--timeout", "20"]
+            for f in files:
+                cmd += ["--audio", str(f)]
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=60 + 25 * len(files), cwd=ROOT)
+            events = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+            turns = [e for e in events if e.get("event") == "turn"]
+            rows = []
+            for (text, keywords), t in zip(chosen, turns, strict=False):
+                rows.append({"sentence": text, "heard": t.get("user_transcript", ""), "translation": t.get("agent_text", ""),
+                             "latency_ms": t.get("turn_latency_ms"), "kept": kept(t.get("agent_text", ""), keywords)})
+                print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+            lat = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
+            summary = {"n": len(chosen), "answered": len(lat), "rc": p.returncode,
+                       "keyword_retention": round(sum(r["kept"] for r in rows) / len(chosen), 3),
+                       "first_audio_ms_median": round(statistics.median(lat)) if lat else None,
+                       "first_audio_ms_p90": round(pct(lat, 0.9)) if lat else None}
+            if p.returncode != 0:
+                summary["stderr"] = p.stderr[-500:]
+            out[name] = {"summary": summary, "rows": rows}
+            print(f"calls {name}: {summary}", flush=True)
+    finally:
+        worker.stop()
+        server.stop()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", action="store_true")
+    ap.add_argument("--calls", action="store_true")
+    ap.add_argument("--limit", type=int, default=len(ES_EN))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if not (args.models or args.calls):
+        ap.error("choose --models and/or --calls")
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="bench-interp-") as tmp:
+        work = Path(tmp)
+        if args.models:
+            result["models"] = bench_models(args.limit, work)
+        if args.calls:
+            result["calls"] = bench_calls(args.limit, work)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
