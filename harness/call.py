@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,8 @@ class CallState:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     streams: list[rtc.AudioStream] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # set by attach_observers: registers a participant already in the room when we joined
+    on_participant: Callable[[rtc.RemoteParticipant], None] = lambda _p: None
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -221,6 +224,145 @@ class CallOptions:
     identity: str = ""
 
 
+def attach_observers(room: rtc.Room, state: CallState, *, agent_audio: bool = True) -> None:
+    """Follow the agent in `room`: its state attribute, its transcription streams (both
+    sides of the conversation) and, when `agent_audio`, the loudness of its audio track."""
+
+    def on_track(track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        if (agent_audio and track.kind == rtc.TrackKind.KIND_AUDIO
+                and p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT):
+            state.spawn(_watch_agent_audio(track, state))
+
+    def on_participant(p: rtc.RemoteParticipant) -> None:
+        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and state.agent_identity is None:
+            state.agent_identity = p.identity
+            state.agent_state = p.attributes.get("lk.agent.state", "")
+            state.agent_joined.set()
+            state.poke()
+
+    def on_attrs(changed: dict[str, str], p: rtc.Participant) -> None:
+        if p.identity == state.agent_identity and "lk.agent.state" in changed:
+            state.agent_state = changed["lk.agent.state"]
+            state.poke()
+
+    def on_text(reader: rtc.TextStreamReader, sender: str) -> None:
+        async def read() -> None:
+            attrs = reader.info.attributes or {}
+            seg_id = attrs.get("lk.segment_id") or reader.info.stream_id
+            seg = state.segments.setdefault(seg_id, Segment(sender=sender, started=time.perf_counter()))
+            text = await reader.read_all()
+            # Agent segments arrive as one growing stream; user segments as whole texts.
+            seg.text = text
+            seg.final = attrs.get("lk.transcription_final") == "true" or sender != state.me
+            state.poke()
+
+        state.spawn(read())
+
+    room.on("track_subscribed", on_track)
+    room.on("participant_connected", on_participant)
+    room.on("participant_attributes_changed", on_attrs)
+    room.register_text_stream_handler("lk.transcription", on_text)
+    state.on_participant = on_participant
+
+
+@dataclass
+class LiveCall:
+    """A caller in a room with the agent dispatched to it: what `open_call` yields."""
+
+    state: CallState
+    mic: Microphone
+    room: rtc.Room
+    joined_at: float
+
+
+def _api_error(e: BaseException, opts: CallOptions) -> CallError:
+    if isinstance(e, api.TwirpError):
+        if e.status in (401, 403):
+            return CallError(f"LiveKit rejected the API key/secret ({e.message})")
+        return CallError(f"LiveKit API error {e.status}: {e.message}")
+    if isinstance(e, TimeoutError):
+        return CallError(f"LiveKit server at {opts.url} did not answer within {opts.timeout:.0f}s")
+    return CallError(f"cannot reach LiveKit server at {opts.url}: {e.__class__.__name__}: {e}")
+
+
+@contextlib.asynccontextmanager
+async def open_call(opts: CallOptions) -> AsyncIterator[LiveCall]:
+    """Create the room, dispatch the agent, join with a live microphone and wait until the
+    agent is there. Everything is torn down on exit (also on errors and cancellation)."""
+    identity = opts.identity or f"caller-{secrets.token_hex(3)}"
+    state = CallState(me=identity)
+    lkapi = api.LiveKitAPI(_http_url(opts.url), opts.api_key, opts.api_secret)
+    room = rtc.Room()
+    mic = Microphone()
+    try:
+        try:
+            await asyncio.wait_for(
+                lkapi.room.create_room(api.CreateRoomRequest(name=opts.room, empty_timeout=30)),
+                timeout=opts.timeout,
+            )
+            await asyncio.wait_for(
+                lkapi.agent_dispatch.create_dispatch(
+                    api.CreateAgentDispatchRequest(agent_name=opts.agent, room=opts.room)
+                ),
+                timeout=opts.timeout,
+            )
+        except Exception as e:  # Twirp errors, timeouts, aiohttp connection errors and friends
+            raise _api_error(e, opts) from None
+
+        token = (
+            api.AccessToken(opts.api_key, opts.api_secret)
+            .with_identity(identity)
+            .with_name("parley-call")
+            .with_grants(api.VideoGrants(room_join=True, room=opts.room))
+            .to_jwt()
+        )
+        attach_observers(room, state)
+
+        joined_at = time.perf_counter()
+        try:
+            await asyncio.wait_for(room.connect(opts.url, token), timeout=opts.timeout)
+        except (TimeoutError, rtc.ConnectError) as e:
+            raise CallError(f"cannot join room {opts.room} at {opts.url}: {e or 'timed out'}") from None
+        for p in room.remote_participants.values():
+            state.on_participant(p)
+
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", mic.source)
+        await room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        mic.start()
+
+        try:
+            await asyncio.wait_for(state.agent_joined.wait(), timeout=opts.timeout)
+        except TimeoutError:
+            raise CallError(
+                f"agent '{opts.agent}' was not dispatched within {opts.timeout:.0f}s "
+                "(is a worker running with that agent name?)"
+            ) from None
+        yield LiveCall(state=state, mic=mic, room=room, joined_at=joined_at)
+    finally:
+        await mic.stop()
+        await state.close()
+        await room.disconnect()
+        await mic.source.aclose()
+        await lkapi.aclose()
+
+
+async def await_greeting(state: CallState, joined_at: float, limit: float) -> dict[str, Any]:
+    """Wait for the agent's first words after `joined_at` and for them to end; the greeting event."""
+    if await _wait(state, lambda: state.first_speech_after(joined_at) is not None, limit):
+        first = state.first_speech_after(joined_at)
+        assert first is not None
+        await _wait(state, lambda: _reply_done(state, joined_at), limit)
+        await _wait(state, lambda: _segments_final(state, joined_at), 2.0)
+        return {
+            "event": "greeting",
+            "agent_text": state.text_since(joined_at, agent=True),
+            "latency_ms": round((first - joined_at) * 1000, 1),
+        }
+    return {"event": "greeting", "agent_text": "", "latency_ms": None}
+
+
 def listen_for_stages(room: rtc.Room, state: CallState) -> dict[int, dict[str, Any]]:
     """The agent's per-turn stages (TURN_TOPIC), by the turn number we sent with our figure."""
     stages: dict[int, dict[str, Any]] = {}
@@ -254,110 +396,10 @@ async def send_listener_latency(room: rtc.Room, state: CallState, seq: int, ms: 
 
 
 async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) -> None:
-    identity = opts.identity or f"caller-{secrets.token_hex(3)}"
-    state = CallState(me=identity)
-    lkapi = api.LiveKitAPI(_http_url(opts.url), opts.api_key, opts.api_secret)
-    room = rtc.Room()
-    mic = Microphone()
-    try:
-        try:
-            await asyncio.wait_for(
-                lkapi.room.create_room(api.CreateRoomRequest(name=opts.room, empty_timeout=30)),
-                timeout=opts.timeout,
-            )
-            await asyncio.wait_for(
-                lkapi.agent_dispatch.create_dispatch(
-                    api.CreateAgentDispatchRequest(agent_name=opts.agent, room=opts.room)
-                ),
-                timeout=opts.timeout,
-            )
-        except api.TwirpError as e:
-            if e.status in (401, 403):
-                raise CallError(f"LiveKit rejected the API key/secret ({e.message})") from None
-            raise CallError(f"LiveKit API error {e.status}: {e.message}") from None
-        except TimeoutError:
-            raise CallError(f"LiveKit server at {opts.url} did not answer within {opts.timeout:.0f}s") from None
-        except Exception as e:  # aiohttp connection errors and friends
-            raise CallError(f"cannot reach LiveKit server at {opts.url}: {e.__class__.__name__}: {e}") from None
-
-        token = (
-            api.AccessToken(opts.api_key, opts.api_secret)
-            .with_identity(identity)
-            .with_name("parley-call")
-            .with_grants(api.VideoGrants(room_join=True, room=opts.room))
-            .to_jwt()
-        )
-
-        def on_track(track: rtc.Track, _pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
-            if track.kind == rtc.TrackKind.KIND_AUDIO and p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
-                state.spawn(_watch_agent_audio(track, state))
-
-        def on_participant(p: rtc.RemoteParticipant) -> None:
-            if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and state.agent_identity is None:
-                state.agent_identity = p.identity
-                state.agent_state = p.attributes.get("lk.agent.state", "")
-                state.agent_joined.set()
-                state.poke()
-
-        def on_attrs(changed: dict[str, str], p: rtc.Participant) -> None:
-            if p.identity == state.agent_identity and "lk.agent.state" in changed:
-                state.agent_state = changed["lk.agent.state"]
-                state.poke()
-
-        def on_text(reader: rtc.TextStreamReader, sender: str) -> None:
-            async def read() -> None:
-                attrs = reader.info.attributes or {}
-                seg_id = attrs.get("lk.segment_id") or reader.info.stream_id
-                seg = state.segments.setdefault(seg_id, Segment(sender=sender, started=time.perf_counter()))
-                text = await reader.read_all()
-                # Agent segments arrive as one growing stream; user segments as whole texts.
-                seg.text = text
-                seg.final = attrs.get("lk.transcription_final") == "true" or sender != state.me
-                state.poke()
-
-            state.spawn(read())
-
-        room.on("track_subscribed", on_track)
-        room.on("participant_connected", on_participant)
-        room.on("participant_attributes_changed", on_attrs)
-        room.register_text_stream_handler("lk.transcription", on_text)
-        stages = listen_for_stages(room, state)
-
-        joined_at = time.perf_counter()
-        try:
-            await asyncio.wait_for(room.connect(opts.url, token), timeout=opts.timeout)
-        except (TimeoutError, rtc.ConnectError) as e:
-            raise CallError(f"cannot join room {opts.room} at {opts.url}: {e or 'timed out'}") from None
-        for p in room.remote_participants.values():
-            on_participant(p)
-
-        track = rtc.LocalAudioTrack.create_audio_track("microphone", mic.source)
-        await room.local_participant.publish_track(
-            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-        )
-        mic.start()
-
-        try:
-            await asyncio.wait_for(state.agent_joined.wait(), timeout=opts.timeout)
-        except TimeoutError:
-            raise CallError(
-                f"agent '{opts.agent}' was not dispatched within {opts.timeout:.0f}s "
-                "(is a worker running with that agent name?)"
-            ) from None
-
-        # Greeting: first agent audio, then wait for it to finish.
-        if await _wait(state, lambda: state.first_speech_after(joined_at) is not None, opts.timeout):
-            first = state.first_speech_after(joined_at)
-            assert first is not None
-            await _wait(state, lambda: _reply_done(state, joined_at), opts.timeout)
-            await _wait(state, lambda: _segments_final(state, joined_at), 2.0)
-            emit({
-                "event": "greeting",
-                "agent_text": state.text_since(joined_at, agent=True),
-                "latency_ms": round((first - joined_at) * 1000, 1),
-            })
-        else:
-            emit({"event": "greeting", "agent_text": "", "latency_ms": None})
+    async with open_call(opts) as live:
+        state, mic = live.state, live.mic
+        stages = listen_for_stages(live.room, state)
+        emit(await await_greeting(state, live.joined_at, opts.timeout))
 
         pending: dict[str, Any] | None = None  # a reply being interrupted (barge-in mode)
         for idx, clip in enumerate(opts.clips):
@@ -394,7 +436,7 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
                 assert first is not None
                 record["turn_latency_ms"] = round((first - reference) * 1000, 1) if speech_end else None
                 if record["turn_latency_ms"] is not None:
-                    await send_listener_latency(room, state, idx, record["turn_latency_ms"])
+                    await send_listener_latency(live.room, state, idx, record["turn_latency_ms"])
                 is_last = idx == len(opts.clips) - 1
                 if opts.barge_in and not is_last:
                     await _wait(state, lambda: (state.last_speech() or 0) - first >= opts.barge_in_delay, opts.timeout)
@@ -414,12 +456,6 @@ async def run_call(opts: CallOptions, emit: Callable[[dict[str, Any]], None]) ->
                     record["agent_e2e_ms"] = stages[idx].get("e2e_ms")
             record["user_transcript"] = state.text_since(t_start, agent=False)
             emit(record)
-    finally:
-        await mic.stop()
-        await state.close()
-        await room.disconnect()
-        await mic.source.aclose()
-        await lkapi.aclose()
 
 
 def _segments_final(state: CallState, since: float) -> bool:
