@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: bench-fallback install run test test-fast test-model test-e2e lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
+.PHONY: eval bench-fallback install run test test-fast test-model test-e2e lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
 
 install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip $(BIN)/kustomize frontend
 
@@ -90,8 +90,15 @@ test-e2e: install
 k8s-check:
 	bash scripts/k8s-check.sh
 
+# Spoken evaluation suite (evals/*.yaml) through a stack it starts on free loopback ports;
+# prints pass rate, p50/p95, WER and the worker's per-stage medians; writes eval-output/<time>/report.html.
+# EVAL_ARGS e.g. "--concurrency 1,2,4", "--repeat 3", "--transport sip", or scenario files.
+eval: install
+	$(BIN)/python -m harness.eval.stack $(EVAL_ARGS)
+
+# The benchmark is the evaluation suite repeated (figures per stage in the summary and report).
 bench: install
-	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+	$(BIN)/python -m harness.eval.stack --repeat 3 $(BENCH_ARGS)
 
 # Token endpoint throughput and p99 latency on loopback (wrk, bounded run).
 bench-tokens: install
