@@ -63,7 +63,7 @@ def waterfall_figure(turns: list[dict[str, Any]]) -> Any:
     ax.invert_yaxis()
     ax.set_xlabel("ms from the end of the caller's speech to the first agent audio heard")
     ax.set_title("Turn latency by stage (worker session reports; caller-side total where none)")
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return fig
 
