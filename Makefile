@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.parley-installed
 
-.PHONY: eval bench-fallback install run test test-fast test-model test-e2e lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
+.PHONY: eval soak bench-fallback install run test test-fast test-model test-e2e lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
 
 install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip $(BIN)/kustomize frontend
 
@@ -85,6 +85,11 @@ test-model: install
 
 test-e2e: install
 	$(BIN)/python -m pytest -ra -m e2e $(PYTEST_ARGS)
+
+# Bounded soak with faults (loopback only, ~10 min, stops by itself): two workers, one
+# livekit-server, 20 calls two at a time; job SIGKILL, drain, server restart, provider outage.
+soak: install
+	$(BIN)/python -m harness.soak $(SOAK_ARGS)
 
 # Render every k8s overlay and run every manifest/Dockerfile check (installs its own tools).
 k8s-check:

@@ -31,6 +31,7 @@ DEFAULT_GOODBYE = "Thanks for calling Parley. Goodbye!"
 DEFAULT_SIP_VOICEMAIL_MESSAGE = ("Hello, this is Parley calling. Sorry we missed you. "
                                  "Please call us back when you have a moment. Goodbye.")
 DEFAULT_TOOL_ACK = "One moment, let me look that up."
+DEFAULT_FAILURE_APOLOGY = "Sorry, I had a problem there. Could you say that again?"
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).resolve().parent / "knowledge" / "faq.md"
 
 # Defaults of the cloud providers when PARLEY_LLM_MODEL / PARLEY_TTS_VOICE are unset.
@@ -128,6 +129,11 @@ class Settings(BaseSettings):
     # Conversation behaviour
     instructions: str = Field(DEFAULT_INSTRUCTIONS, alias="PARLEY_INSTRUCTIONS")
     greeting: str = Field(DEFAULT_GREETING, alias="PARLEY_GREETING")
+    # Typed chat (lk.chat, agent/textinput.py): longer messages are refused, faster ones dropped.
+    chat_max_chars: int = Field(2000, ge=1, alias="PARLEY_CHAT_MAX_CHARS")
+    chat_per_minute: float = Field(20.0, gt=0.0, alias="PARLEY_CHAT_PER_MINUTE")
+    # Spoken when a local model raises mid-call (agent/faults.py); empty = stay silent.
+    failure_apology: str = Field(DEFAULT_FAILURE_APOLOGY, alias="PARLEY_FAILURE_APOLOGY")
     vad_min_silence: float = Field(0.25, ge=0.0, alias="PARLEY_VAD_MIN_SILENCE")
     endpointing_min_delay: float = Field(0.2, ge=0.0, alias="PARLEY_MIN_ENDPOINTING_DELAY")
     endpointing_max_delay: float = Field(2.0, ge=0.0, alias="PARLEY_MAX_ENDPOINTING_DELAY")

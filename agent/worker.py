@@ -16,6 +16,7 @@ from livekit.agents import AgentServer, JobContext, JobProcess, room_io
 from . import tracing
 from .assistant import ParleyAgent
 from .callstate import Call
+from .faults import LocalFailures, render_apology
 from .interpreter import InterpreterAgent, InterpreterModels
 from .load import LoadOptions, WorkerLoad
 from .logs import use_human_format
@@ -25,6 +26,7 @@ from .report import TurnTracker
 from .session import build_session
 from .settings import Settings
 from .telephony import PhoneLine
+from .textinput import ChatGuard
 
 logger = logging.getLogger("parley.worker")
 
@@ -37,9 +39,11 @@ METRICS_DIR = settings.metrics_dir or default_dir()
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before any call is assigned to it."""
     proc.userdata["tracer"] = tracing.setup(settings)  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
-    proc.userdata["models"] = LocalModels.load(settings)
+    proc.userdata["models"] = models = LocalModels.load(settings)
+    # Rendered now, so it can be played even when the TTS is the model that fails.
+    proc.userdata["apology"] = render_apology(models.tts, settings.failure_apology)
     if settings.interpreter:  # PARLEY_INTERPRETER=1: translate instead of converse (agent/interpreter.py)
-        proc.userdata["interpreter"] = InterpreterModels.load(settings, proc.userdata["models"].tts)
+        proc.userdata["interpreter"] = InterpreterModels.load(settings, models.tts)
 
 
 server = AgentServer(
@@ -109,6 +113,7 @@ async def entrypoint(ctx: JobContext) -> None:
     ctx.add_shutdown_callback(call.chosen.aclose)  # this call's cloud clients; local models stay loaded
     logger.info("providers %s", " ".join(f"{k}={v}" for k, v in call.chosen.providers.items()))
     session = build_session(settings, models, call.chosen, call)
+    LocalFailures(settings.failure_apology, ctx.proc.userdata.get("apology")).attach(session)
 
     await session.start(
         agent=(InterpreterAgent(settings, ctx.proc.userdata["interpreter"]) if settings.interpreter
@@ -117,6 +122,9 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=room_io.RoomOptions(
             participant_identity=participant.identity,
             audio_input=room_io.AudioInputOptions(sample_rate=16000, frame_size_ms=20),
+            # Typed chat is bounded and paced before it reaches the model (hostile input).
+            text_input=room_io.TextInputOptions(text_input_cb=ChatGuard(
+                max_chars=settings.chat_max_chars, per_minute=settings.chat_per_minute)),
             # A call is one caller and one agent: when the session ends (hang-up, end_call),
             # the room goes too, so the job ends now instead of after the empty-room timeout.
             delete_room_on_close=True,

@@ -152,6 +152,7 @@ class Worker:
     mode: str = "start"
     health_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)  # PARLEY_METRICS_PORT; env wins
+    module: str = "agent"  # tests run the same worker with faults wrapped around it (tests/faultworker)
     proc: Proc | None = None
 
     def start(self, log_dir: Path, *, name: str = "worker", timeout: float = 180.0,
@@ -163,7 +164,7 @@ class Worker:
         self.metrics_port = int(env["PARLEY_METRICS_PORT"] or 0)
         out = log_path.open("ab")
         popen = subprocess.Popen(
-            [str(BIN / "python"), "-m", "agent", self.mode], cwd=ROOT, env=env,
+            [str(BIN / "python"), "-m", self.module, self.mode], cwd=ROOT, env=env,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
         )
         self.proc = Proc(name, popen, log_path)
