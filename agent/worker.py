@@ -13,7 +13,7 @@ import logging
 from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobProcess, room_io
 
-from . import tracing
+from . import priority, tracing
 from .assistant import ParleyAgent
 from .callstate import Call
 from .faults import LocalFailures, render_apology
@@ -38,6 +38,9 @@ METRICS_DIR = settings.metrics_dir or default_dir()
 
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process, before any call is assigned to it."""
+    # A replacement process loads while the call that took the idle one starts: load
+    # behind it (agent/priority.py).
+    priority.lower_for_loading()
     proc.userdata["tracer"] = tracing.setup(settings)  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     proc.userdata["models"] = models = LocalModels.load(settings)
     # Rendered now, so it can be played even when the TTS is the model that fails.
@@ -87,6 +90,7 @@ def _on_worker_started() -> None:
 
 @server.rtc_session(agent_name=settings.agent_name)
 async def entrypoint(ctx: JobContext) -> None:
+    priority.restore()  # loaded at low priority (prewarm); a call runs at normal priority
     ctx.log_context_fields = {"room": ctx.job.room.name}
     logger.info("call dispatched job=%s", ctx.job.id)
     await ctx.connect()
