@@ -207,7 +207,7 @@ async def test_judge_skipped_without_endpoint(tmp_path):
 def _grader(body: dict) -> Reply:
     """Stands in for a judge model: PASS when the quoted reply names what the criterion asks for."""
     text = last_user_text(body)
-    reply = re.search(r"Assistant replied: '(.*)'", text)
+    reply = re.search(r'Assistant replied: "(.*)"', text)
     wanted = re.search(r"name (\w+)", text.split("Criterion:")[-1])
     ok = bool(reply and wanted and wanted.group(1).lower() in reply.group(1).lower())
     return Reply("PASS\nIt names them." if ok else "FAIL\nThe name is missing.")

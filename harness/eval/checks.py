@@ -89,7 +89,7 @@ class Judge:
                     "You grade one reply of a spoken voice assistant against a criterion. The texts are "
                     "speech transcripts, so ignore punctuation and small transcription slips. Answer with "
                     "the single word PASS or FAIL on the first line, then one short sentence why.")},
-                {"role": "user", "content": f"Caller said: {caller!r}\nAssistant replied: {reply!r}\n"
+                {"role": "user", "content": f"Caller said: \"{caller}\"\nAssistant replied: \"{reply}\"\n"
                                             f"Criterion: {criterion}"},
             ],
         }
