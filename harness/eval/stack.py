@@ -19,9 +19,16 @@ from pathlib import Path
 from ..devstack import BIN, ROOT, LiveKitServer, Worker
 
 
+def _max_concurrency(args: list[str]) -> int:
+    values = [b for a, b in zip(args, args[1:], strict=False) if a == "--concurrency"]
+    values += [a.split("=", 1)[1] for a in args if a.startswith("--concurrency=")]
+    levels = [int(x) for v in values for x in v.split(",") if x.strip().isdigit()]
+    return max(levels or [1])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not any(not a.startswith("-") for a in args):
+    if not any(a.endswith((".yaml", ".yml")) for a in args):
         args = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "evals").glob("*.yaml")) + args
     sip = "--transport=sip" in args or any(a == "--transport" and b == "sip" for a, b in zip(args, args[1:], strict=False))
     work = Path(tempfile.mkdtemp(prefix="parley-eval-stack-"))
@@ -52,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         print("==> starting the worker and waiting for its models", flush=True)
         # PARLEY_LOAD_CPU=0: on a shared machine, other programs' CPU must not make the only
         # worker refuse the evaluation's calls (the capacity curve is what measures load).
-        worker = Worker(env={**env, "PARLEY_REPORT_DIR": str(reports), "PARLEY_LOAD_CPU": "0"})
+        # One warm job process per concurrent call, as a deployment sized for that load would keep.
+        env_worker = {**env, "PARLEY_REPORT_DIR": str(reports), "PARLEY_LOAD_CPU": "0",
+                      "PARLEY_IDLE_PROCESSES": str(_max_concurrency(args))}
+        worker = Worker(env=env_worker)
         worker.start(logs)
         print(f"==> parley-eval {' '.join(args)}", flush=True)
         p = subprocess.run([str(BIN / "parley-eval"), *args], cwd=ROOT,
