@@ -42,6 +42,7 @@ _REQUEST_VERBS = frozenset("""
     tell say count name list spell give add subtract multiply divide explain describe repeat
     translate define recommend suggest remind remember help calculate compute convert summarize
     summarise read play call book set find show check compare guess sing keep
+    stop wait hold hang pause continue go start cancel listen look
 """.split())
 # Openers of an indirect request ("I would like to know what ..."): a request once
 # enough words follow them to name what is wanted.
@@ -49,6 +50,16 @@ _WANT_OPENERS = ("i would like", "i'd like", "i want", "i need", "i wanna", "i w
 # Sentences that hand the floor back ("thank you.", "nice to meet you.").
 _CLOSERS = ("thank you", "thanks", "nice to meet you", "good to meet you", "pleased to meet you",
             "goodbye", "bye", "that's all", "that's it", "over to you")
+
+# "Tell me", "can you show us": a verb that takes two objects, with only the person given.
+_DITRANSITIVE = frozenset("tell show give ask send bring teach remind let".split())
+_PERSONS = frozenset("me us you him her them".split())
+_WH = frozenset("what which who whom whose where when why how".split())
+# How a question starts when Whisper leaves off its question mark.
+_QUESTION_START = frozenset("""
+    what which who whom whose where when why how is are was were am do does did can could would
+    will should shall may might have has had
+""".split())
 
 _TRAILING_OPEN = ("...", "…", ",", ";", ":", "-", "–", "—")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
@@ -76,12 +87,21 @@ def transcript_verdict(text: str) -> Verdict:
     last = words[-1]
     if last in _CONTINUES and not (t.endswith("?") and last in _PREPOSITIONS):
         return "incomplete"
+    sentence = _words(_last_sentence(t))
+    if (last in _PERSONS and len(sentence) >= 2 and sentence[-2] in _DITRANSITIVE
+            and sentence[0] not in _WH):
+        return "open"  # "can you tell me?" / "tell me." - what, is still to come ("what did I tell you?" is whole)
+    if len(sentence) == 3 and sentence[0] in _QUESTION_START and sentence[1:] == ["you", "please"]:
+        return "open"  # "could you please" ... do what
     if t.endswith("?"):
         return "complete"
     if not t.endswith((".", "!")):
-        # Whisper leaves a phrase it heard as unfinished without a full stop.
+        # Whisper leaves a phrase it heard as unfinished without a full stop, but also
+        # drops the question mark of some finished questions: a question that has a
+        # verb, an object and no dangling last word is answerable.
+        if sentence and sentence[0] in _QUESTION_START and len(sentence) >= 4:
+            return "complete"
         return "open"
-    sentence = _words(_last_sentence(t))
     joined = " ".join(sentence)
     if sentence and (sentence[0] in _REQUEST_VERBS or "please" in sentence):
         return "complete"

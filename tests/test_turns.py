@@ -5,15 +5,23 @@ No models, no processes. Sentences here are deliberately not the fixtures' sente
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from livekit.agents import stt
 from livekit.agents.voice.events import UserInputTranscribedEvent
+from livekit.agents.voice.transcription import TranscriptSynchronizer
 
+from agent.assistant import ParleyAgent
 from agent.barge_in import BackchannelFilter, filtered_stt
+from agent.callstate import Call
+from agent.providers import LocalModels, SessionModels
 from agent.providers.turn_detector import JudgeOptions, TurnJudge
+from agent.session import build_session
+from agent.settings import Settings
 from agent.turns import is_backchannel, transcript_verdict
-from tests.fakes.providers import FakeSTT, tone_frames
+from tests.fakes.providers import FakeLLM, FakeSTT, FakeTTS, last_user_text, tone_frames
+from tests.fakes.turns import EnergyVAD, Playout, ScriptedMic
 
 
 @pytest.mark.parametrize("text", [
@@ -26,6 +34,8 @@ from tests.fakes.providers import FakeSTT, tone_frames
     "Thank you.",
     "Oh, nice to meet you.",
     "I would like to know how tall the Eiffel tower is.",
+    "how long does the ferry take",   # Whisper dropped the question mark
+    "Which colour did I show you?",
 ])
 def test_questions_and_requests_are_complete(text: str) -> None:
     assert transcript_verdict(text) == "complete"
@@ -52,6 +62,10 @@ def test_phrases_that_cannot_end_a_turn_are_incomplete(text: str) -> None:
     "My name is Gustav.",        # may be followed by "Please remember it."
     "I would like to ask",       # Whisper left it without a full stop
     "I need to know.",           # an indirect request that does not yet say what
+    "Could you show me?",        # show me ... what?
+    "Tell us.",
+    "Before we start",           # no full stop: Whisper heard it unfinished
+    "could you please",
 ])
 def test_statements_and_unpunctuated_phrases_are_open(text: str) -> None:
     assert transcript_verdict(text) == "open"
@@ -168,14 +182,6 @@ def test_streaming_stt_is_not_wrapped():
 
 async def user_turns(script: list[tuple[str, float]], transcripts: list[str]) -> list[str]:
     """Run a session (the worker's build_session) on `script`; the user turns it committed."""
-    from agent.assistant import ParleyAgent
-    from agent.callstate import Call
-    from agent.providers import LocalModels, SessionModels
-    from agent.session import build_session
-    from agent.settings import Settings
-    from tests.fakes.providers import FakeLLM, FakeTTS
-    from tests.fakes.turns import EnergyVAD, ScriptedMic
-
     settings = Settings()
     models = LocalModels(vad=EnergyVAD(), stt=FakeSTT(transcripts), llm=FakeLLM(lambda ctx: "Fine."),
                          tts=FakeTTS())  # type: ignore[arg-type]
@@ -215,3 +221,62 @@ async def test_a_finished_question_is_its_own_turn():
     turns = await user_turns([("silence", 0.2), ("speech", 0.8), ("silence", 1.2), ("speech", 0.6), ("silence", 1.0)],
                              ["Is the museum open on Sundays?", "Thanks."])
     assert turns[:1] == ["Is the museum open on Sundays?"], turns
+
+
+REPLY = ("Pack a raincoat, boots and an umbrella. Take warm layers too, since rain feels cold. "
+         "A small towel and a spare pair of socks help as well.")  # ~8 s of fake audio
+
+
+async def talk_over_reply(caller_says: str) -> tuple[list[dict], list[str], float, list[float]]:
+    """Ask a question, then say `caller_says` while the agent answers (a pausable,
+    real-time playout hears the agent). (assistant messages, user turns, when the caller's
+    words ended, when agent audio played)."""
+    settings = Settings()
+    models = LocalModels(vad=EnergyVAD(), stt=FakeSTT(["What should I pack for a rainy week?", caller_says]),
+                         llm=FakeLLM(lambda ctx: REPLY if "pack" in last_user_text(ctx) else "Okay."),
+                         tts=FakeTTS())  # type: ignore[arg-type]
+    chosen = SessionModels(stt=models.stt, llm=models.llm, tts=models.tts, providers={})
+    session = build_session(settings, models, chosen, Call(settings))
+    # The caller talks 3.6 s after the question: past the framework's 3 s echo-cancellation
+    # warm-up, which ignores a caller's voice while the agent's first speech starts
+    # (in a call the greeting is that speech).
+    script = [("silence", 0.2), ("speech", 0.8), ("silence", 3.6), ("speech", 0.4), ("silence", 3.5)]
+    words_end = 0.2 + 0.8 + 3.6 + 0.4
+    mic, out = ScriptedMic(script), Playout()
+    # As in a room: the transcript is released in step with the audio played, so an
+    # interrupted reply's history holds what was played (livekit's own synchronizer).
+    sync = TranscriptSynchronizer(next_in_chain_audio=out, next_in_chain_text=None)
+    session.input.audio = mic
+    session.output.audio = sync.audio_output
+    session.output.transcription = sync.text_output
+    await session.start(ParleyAgent(settings, greeting=""))
+    t0 = time.time()
+    try:
+        await mic.done.wait()
+        for _ in range(200):  # bounded: until the agent has finished what it was saying
+            if session.current_speech is None:
+                break
+            await asyncio.sleep(0.05)
+        items = [i for i in session.history.items if i.type == "message"]
+        assistant = [{"text": i.text_content or "", "interrupted": i.interrupted} for i in items if i.role == "assistant"]
+        users = [i.text_content or "" for i in items if i.role == "user"]
+        return assistant, users, t0 + words_end, out.played_at
+    finally:
+        await session.aclose()
+        await out.aclose()
+
+
+async def test_a_backchannel_while_the_agent_talks_lets_it_go_on():
+    assistant, users, said_at, played = await talk_over_reply("Uh-huh.")
+    assert users == ["What should I pack for a rainy week?"]  # "uh-huh" was not a turn
+    assert [a["interrupted"] for a in assistant] == [False], assistant
+    assert assistant[0]["text"] == REPLY
+    assert any(t > said_at + 1.0 for t in played)  # the reply went on after it
+
+
+async def test_stop_while_the_agent_talks_stops_it_and_keeps_only_what_was_played():
+    assistant, users, said_at, played = await talk_over_reply("Stop.")
+    assert users[-1] == "Stop."
+    cut = assistant[0]
+    assert cut["interrupted"] and REPLY.startswith(cut["text"].rstrip(".")[:10]), assistant
+    assert len(cut["text"]) < len(REPLY)  # the unplayed rest is not in the history
