@@ -9,9 +9,11 @@ configured in agent/session.py):
 2. Whisper transcribes the caller's segment once it ends. `BackchannelFilter` reads that
    transcript: if it is only a backchannel ("uh-huh", "yeah", "okay", "right",
    "mm-hmm"; agent/turns.py) and the agent still holds the floor, the transcript is
-   dropped. With no words, the framework neither interrupts the paused reply nor commits
-   a user turn, and once `false_interruption_timeout` passes it resumes the reply where
-   it paused: the chat history keeps the whole reply and no "uh-huh" turn.
+   dropped and the paused audio resumes at once (public `AudioOutput.resume`). With no
+   words, the framework neither interrupts the paused reply nor commits a user turn;
+   when `false_interruption_timeout` passes it settles the pause as a false interruption
+   (its own resume, and the agent state back to "speaking"). The chat history keeps the
+   whole reply and no "uh-huh" turn.
 3. Any other transcript ("stop", "wait", a question) reaches the framework, which
    interrupts the paused reply (the history keeps only the part that was played) and
    answers the new turn.
@@ -41,10 +43,12 @@ def agent_holds_floor(session: AgentSession) -> bool:
 
 
 class BackchannelFilter(stt.STT):
-    def __init__(self, inner: stt.STT, holds_floor: Callable[[], bool]) -> None:
+    def __init__(self, inner: stt.STT, holds_floor: Callable[[], bool],
+                 on_backchannel: Callable[[], None] = lambda: None) -> None:
         super().__init__(capabilities=inner.capabilities)
         self._inner = inner
         self._holds_floor = holds_floor
+        self._on_backchannel = on_backchannel
         self.dropped = 0  # backchannels dropped (for logs and tests)
 
     @property
@@ -67,6 +71,7 @@ class BackchannelFilter(stt.STT):
         if text and is_backchannel(text) and self._holds_floor():
             self.dropped += 1
             logger.info("backchannel while the agent speaks, not a turn: %r", text)
+            self._on_backchannel()
             return stt.SpeechEvent(
                 type=ev.type,
                 request_id=ev.request_id,
@@ -88,4 +93,10 @@ def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None])
         session = session_ref()
         return session is not None and agent_holds_floor(session)
 
-    return BackchannelFilter(inner, holds_floor)
+    def resume() -> None:
+        # The reply was paused by the caller's voice; what they said is only a backchannel.
+        session = session_ref()
+        if session is not None and (out := session.output.audio) is not None and out.can_pause:
+            out.resume()
+
+    return BackchannelFilter(inner, holds_floor, resume)
