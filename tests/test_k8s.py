@@ -386,6 +386,38 @@ def test_network_policies(rendered: Rendered):
     assert all("namespaceSelector" in f for f in rule["from"]), "only the ingress controller"
 
 
+def test_token_settings_load_and_pass_the_production_checks(rendered: Rendered, monkeypatch, tmp_path):
+    """The token pods would start: their ConfigMap parses, the bind is production (no dev
+    credentials, keys of 32+ bytes, trusted proxies named, never '*'), metrics on the port
+    the container declares."""
+    import base64
+
+    from tokens.settings import TokenSettings
+
+    deploy = rendered.get("Deployment", "parley-tokens")
+    (c,) = pod_spec(deploy)["containers"]
+    env = container_env(rendered, c)
+    secrets = {s["metadata"]["name"]: s.get("data", {}) for s in rendered.of_kind("Secret")}
+    for var, value in env.items():
+        if value.startswith("secret:"):
+            name, key = value.removeprefix("secret:").split("/", 1)
+            if name in secrets:  # dev renders its Secrets; prod's are created out of band
+                env[var] = base64.b64decode(secrets[name][key]).decode()
+            elif var in LIVEKIT_VARS and var != "LIVEKIT_URL" or var == "PARLEY_TOKEN_API_KEY":
+                env[var] = "x" * 40  # stands in for a real production secret
+            else:
+                env[var] = "wss://livekit.example.com"
+    monkeypatch.chdir(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = TokenSettings.load()
+    host = c["args"][c["args"].index("--host") + 1]
+    settings.check_production(host)  # raises SettingsError naming the variable
+    assert settings.is_production(host) and settings.trusted_proxies
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == settings.metrics_port and ports["http"] != settings.metrics_port
+
+
 def test_token_service_is_reachable_through_service_and_ingress(rendered: Rendered):
     tokens = rendered.get("Deployment", "parley-tokens")
     labels = tokens["spec"]["template"]["metadata"]["labels"]
