@@ -341,6 +341,7 @@ def test_dev_mode_serves_loopback(service_factory) -> None:
     assert post_token(svc.url, {}, key=None).status == 200
 
 
+@pytest.mark.e2e  # runs parley-tokens (it refuses before binding anything)
 def test_dev_mode_refuses_public_listen() -> None:
     p = subprocess.run([str(BIN / "parley-tokens"), "--host", "0.0.0.0", "--port", str(free_port())],
                        env={**BASE_ENV, "PARLEY_TOKEN_API_KEY": "", "PATH": "/usr/bin:/bin"},
