@@ -2,7 +2,8 @@
 loopback, driven by the simulated caller (harness/call.py) with the question fixtures.
 
     .venv/bin/python scripts/bench_turns.py [--sets questions pause barge backchannel]
-                                            [--rounds 1] [--limit N] [--url ... --api-key ... --api-secret ...]
+                                            [--rounds 1] [--limit N] [--offset N]
+                                            [--url ... --api-key ... --api-secret ...] [--env K=V ...]
 
 Prints one JSON line per measurement and a summary per set (median and p90):
 - questions: greeting latency (join -> first agent audio) and turn latency (last
@@ -55,9 +56,23 @@ def summary(name: str, values: list[float]) -> str:
 
 
 class Bench:
-    def __init__(self, url: str, key: str, secret: str, agent: str) -> None:
+    def __init__(self, url: str, key: str, secret: str, agent: str, reports: Path | None) -> None:
         self.url, self.key, self.secret, self.agent = url, key, secret, agent
+        self.reports = reports  # the worker's PARLEY_REPORT_DIR, when this script started it
         self.rows: list[dict[str, Any]] = []
+
+    async def report(self, room: str) -> dict[str, Any] | None:
+        """The session report of `room` (written when the call ends), if readable in 15 s."""
+        if self.reports is None:
+            return None
+        for _ in range(150):
+            for path in self.reports.glob(f"{room}-*.json"):
+                try:
+                    return json.loads(path.read_text())
+                except ValueError:
+                    pass
+            await asyncio.sleep(0.1)
+        return None
 
     def emit(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -114,7 +129,9 @@ class Bench:
     async def over_reply(self, clips: list[dict[str, Any]], kind: str, delay: float) -> None:
         """Ask the long question, then play each clip while the agent answers it."""
         for clip in clips:
-            async with open_call(self.opts()) as live:
+            opts = self.opts()
+            row: dict[str, Any] = {}
+            async with open_call(opts) as live:
                 st = live.state
                 await await_greeting(st, live.joined_at, 30.0)
                 _t0, _a0, a1 = await self.play(live, LONG)
@@ -140,37 +157,47 @@ class Bench:
                         break
                     stop_at = ts
                 gap_after = [ts for ts in during if ts > stop_at + 0.25]
-                row: dict[str, Any] = {"set": kind, "file": clip["file"], "text": clip["text"],
-                                       "stop_ms": round((stop_at - b0) * 1000, 1),
-                                       "resumed_or_went_on": bool(gap_after) or bool(st.speech_between(b1 + 2.0, b1 + 2.5)),
-                                       "agent_text": st.text_since(first - 1.0, agent=True)[:200]}
-                self.emit(row)
+                row = {"set": kind, "file": clip["file"], "text": clip["text"],
+                       "stop_ms": round((stop_at - b0) * 1000, 1),
+                       "audio_after": bool(gap_after) or bool(st.speech_between(b1 + 2.0, b1 + 2.5)),
+                       "agent_text": st.text_since(first - 1.0, agent=True)[:200]}
                 await _wait(st, lambda: _reply_done(st, b1), 30.0)
+            if row:
+                # From the worker's report: was the reply cut, and did the clip become a turn?
+                rep = await self.report(opts.room)
+                if rep is not None:
+                    msgs = [i for i in rep["chat_history"]["items"] if i.get("type") == "message"]
+                    replies = [m for m in msgs if m.get("role") == "assistant"][1:]
+                    row["reply_interrupted"] = bool(replies) and bool(replies[0].get("interrupted"))
+                    row["user_turns"] = sum(1 for m in msgs if m.get("role") == "user")
+                self.emit(row)
 
 
 def load_manifest() -> list[dict[str, Any]]:
     return json.loads((QUESTIONS / "manifest.json").read_text())
 
 
-async def run(b: Bench, sets: list[str], rounds: int, limit: int | None) -> None:
+def window(items: list[Any], offset: int, limit: int | None) -> list[Any]:
+    return items[offset:offset + limit] if limit else items[offset:]
+
+
+async def run(b: Bench, sets: list[str], rounds: int, limit: int | None, offset: int = 0) -> None:
     m = load_manifest()
     for _ in range(rounds):
         if "questions" in sets:
             calls: dict[str, list[dict[str, Any]]] = {}
             for c in sorted((c for c in m if c["set"] == "questions"), key=lambda c: (c["call"], c["order"])):
                 calls.setdefault(c["call"], []).append(c)
-            if limit:
-                calls = dict(list(calls.items())[:limit])
-            await b.questions(calls)
+            await b.questions(dict(window(list(calls.items()), offset, limit)))
         if "pause" in sets:
             clips = [c for c in m if c["set"] == "pause" and c["pause_s"]]
-            await b.pause(clips[:limit] if limit else clips)
+            await b.pause(window(clips, offset, limit))
         if "barge" in sets:
             clips = [c for c in m if c["set"] == "interruption"]
-            await b.over_reply(clips[:limit] if limit else clips, "barge", 1.0)
+            await b.over_reply(window(clips, offset, limit), "barge", 1.0)
         if "backchannel" in sets:
             clips = [c for c in m if c["set"] == "backchannel"]
-            await b.over_reply(clips[:limit] if limit else clips, "backchannel", 1.0)
+            await b.over_reply(window(clips, offset, limit), "backchannel", 1.0)
 
 
 def report(rows: list[dict[str, Any]]) -> None:
@@ -189,11 +216,13 @@ def report(rows: list[dict[str, Any]]) -> None:
         print(f"false cut-off (pause set): {cut}/{len(p)} = {cut / len(p):.0%}")
         print(summary("turn latency (pause set, not cut)", vals("pause", "latency_ms")))
     print(summary("barge-in stop", vals("barge", "stop_ms")))
-    bc = [r for r in rows if r.get("set") == "backchannel" and "error" not in r]
-    if bc:
-        went_on = sum(1 for r in bc if r["resumed_or_went_on"])
-        print(f"backchannel: agent went on speaking {went_on}/{len(bc)}; "
-              + summary("audio gap start", vals("backchannel", "stop_ms")))
+    for kind in ("barge", "backchannel"):
+        bc = [r for r in rows if r.get("set") == kind and "reply_interrupted" in r]
+        if bc:
+            cut = sum(1 for r in bc if r["reply_interrupted"])
+            turned = sum(1 for r in bc if r["user_turns"] > 1)
+            print(f"{kind}: reply interrupted in {cut}/{len(bc)} calls, the clip became a user turn in {turned}/{len(bc)}")
+    print(summary("backchannel: agent audio paused after", vals("backchannel", "stop_ms")))
 
 
 def main() -> int:
@@ -201,6 +230,7 @@ def main() -> int:
     ap.add_argument("--sets", nargs="*", default=["questions", "pause", "barge", "backchannel"])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="at most N calls/clips per set")
+    ap.add_argument("--offset", type=int, default=0, help="skip the first N calls/clips of each set")
     ap.add_argument("--url")
     ap.add_argument("--api-key", default="devkey")
     ap.add_argument("--api-secret", default="secret")
@@ -209,20 +239,22 @@ def main() -> int:
     args = ap.parse_args()
 
     server = worker = None
+    reports: Path | None = None
     if args.url:
         url, key, secret = args.url, args.api_key, args.api_secret
     else:
         out = Path(tempfile.mkdtemp(prefix="parley-bench-turns-"))
         server = LiveKitServer.create().start(out)
         extra = dict(kv.split("=", 1) for kv in args.env)
-        worker = Worker(env={**server.env(), "PARLEY_REPORT_DIR": str(out / "reports"),
+        reports = out / "reports"
+        worker = Worker(env={**server.env(), "PARLEY_REPORT_DIR": str(reports),
                              "PARLEY_LOAD_CPU": "0", **extra})
         worker.start(out)
         url, key, secret = server.url, server.api_key, server.api_secret
         print(f"# devstack logs and reports in {out}", flush=True)
-    b = Bench(url, key, secret, args.agent)
+    b = Bench(url, key, secret, args.agent, reports)
     try:
-        asyncio.run(run(b, args.sets, args.rounds, args.limit))
+        asyncio.run(run(b, args.sets, args.rounds, args.limit, args.offset))
     finally:
         if worker is not None:
             worker.stop()
