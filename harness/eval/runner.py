@@ -183,7 +183,9 @@ async def _turns(conn: Connected, rendered: list[Rendered], opts: RunOptions, re
         if pending is not None:
             prev = pending["rec"]
             cut_in = speech_start if speech_start is not None else t_start
-            # Was the agent still talking when the caller started? (audio in the last 300 ms)
+            # Was the agent still talking when the caller started? (audio in the 300 ms before;
+            # the clip's lead-in silence is still playing, so wait for that instant first)
+            await asyncio.sleep(max(0.0, cut_in - time.perf_counter()))
             rec["agent_was_speaking"] = bool(state.speech_between(cut_in - 0.3, cut_in))
             await _wait(state, lambda: _quiet_since(state, cut_in, STOP_QUIET_S), limit)
             stop_at = max((t for t in state.speech_between(cut_in, time.perf_counter())), default=cut_in)
