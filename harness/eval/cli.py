@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -261,7 +262,8 @@ class Eval:
                 "skipped": summary["skipped"], "results": str(self.out / "results.json"),
                 "greeting_p50_ms": round(statistics.median(greetings), 1) if greetings else None,
                 "stages_median_ms": stage_medians, "broken_budgets": [b for b in budgets if not b["ok"]],
-                "call_errors": sum(1 for c in self.results if c.error)}
+                "call_errors": sum(1 for c in self.results if c.error),
+                "first_call_error": next((c.error for c in self.results if c.error), None)}
         code = 0 if budgets_ok and not failing_without_budget else 1
         line["exit_code"] = code
         results = {
@@ -303,6 +305,8 @@ def _print_summary(line: dict[str, Any], as_json: bool) -> None:
     if line["stages_median_ms"]:
         print("worker stages (median ms): " + "  ".join(f"{k.removesuffix('_ms')}={v:.0f}"
                                                         for k, v in line["stages_median_ms"].items()))
+    if line["call_errors"]:
+        print(f"{line['call_errors']} call(s) failed; first: {line['first_call_error']}")
     for b in line["broken_budgets"]:
         print(f"BUDGET BROKEN {b['scenario']}: {b['budget']} = {b['value']} (limit {b['limit']})")
     print(f"budgets {'hold' if line['budgets_ok'] else 'BROKEN'}; report: {line['report']}")
@@ -310,6 +314,8 @@ def _print_summary(line: dict[str, Any], as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    # PyJWT warns about the dev stack's short secret on every token: noise, not progress.
+    warnings.filterwarnings("ignore", module="jwt")
     try:
         settings = EvalSettings.load()
     except SettingsError as e:
