@@ -82,8 +82,11 @@ class Call:
             self.tracker.on_turn = self._send_turn
         self.spawn(self._sample_memory())
 
-    def outcome(self) -> str:
-        """How the call ended, as `parley_calls_total{outcome}` counts it (README "Metrics")."""
+    def outcome(self, shutdown_reason: str = "") -> str:
+        """How the call ended, as `parley_calls_total{outcome}` counts it (README "Metrics, alerts
+        and logs"). `shutdown_reason` is the framework's: "job crashed" when the entrypoint raised."""
+        if shutdown_reason == "job crashed":
+            return "error"
         if self.session is None:
             return "rejected"  # no conversation: an outbound callee never answered, or the caller left first
         if self._close_reason == CloseReason.ERROR:
@@ -94,8 +97,8 @@ class Call:
             return "caller_hangup"
         return "agent_ended"  # closed by the worker: drain, job shutdown, room deleted
 
-    async def _count_end(self, *_: Any) -> None:
-        outcome = self.outcome()
+    async def _count_end(self, reason: str = "", *_: Any) -> None:
+        outcome = self.outcome(reason if isinstance(reason, str) else "")
         metrics.call_ended(outcome)
         logger.info("call counted outcome=%s", outcome)
 

@@ -10,6 +10,10 @@ export LIVEKIT_API_KEY="${LIVEKIT_API_KEY:-devkey}"
 export LIVEKIT_API_SECRET="${LIVEKIT_API_SECRET:-secret}"
 # One worker on a shared dev machine: count calls, not host CPU (builds, browsers), as load.
 export PARLEY_LOAD_CPU="${PARLEY_LOAD_CPU:-0}"
+# Log lines for people: one line per event, [room=… participant=…] on each call's lines
+# (production keeps JSON). Metrics for a local Prometheus or a curl on 127.0.0.1.
+export PARLEY_LOG_FORMAT="${PARLEY_LOG_FORMAT:-human}"
+export PARLEY_METRICS_PORT="${PARLEY_METRICS_PORT:-9100}"
 MODE="${PARLEY_MODE:-start}"
 mkdir -p logs
 pids=()
@@ -41,6 +45,7 @@ Parley is starting (worker log below; models load in a few seconds).
   Agent name:   ${PARLEY_AGENT_NAME:-parley}
   Test call:    $BIN/parley-call --audio tests/fixtures/audio/capital_france.wav
   JSON figures: $BIN/parley-call --json --audio tests/fixtures/audio/capital_france.wav
+  Metrics:      curl -s http://127.0.0.1:${PARLEY_METRICS_PORT}/metrics | grep ^parley_
 Press Ctrl-C to stop.
 
 TXT

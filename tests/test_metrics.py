@@ -262,3 +262,28 @@ def test_turn_spans_reach_an_otlp_collector_only_when_configured(monkeypatch: py
 def test_topics_match_the_web_app():
     call_ts = (Path(__file__).resolve().parent.parent / "frontend" / "src" / "call.ts").read_text()
     assert f"'{parley_metrics.LISTENER_TOPIC}'" in call_ts and f"'{parley_metrics.TURN_TOPIC}'" in call_ts
+
+
+def test_call_outcomes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from livekit.agents.voice.events import CloseEvent, CloseReason
+
+    from agent.callstate import Call
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.load()
+
+    def closed(reason: CloseReason, *, on_purpose: bool = False) -> Call:
+        call = Call(settings)
+        call.session = object()  # type: ignore[assignment]  # a session was started
+        if on_purpose:
+            call._begin_end("end_call tool")
+        call._on_close(CloseEvent(reason=reason))
+        return call
+
+    assert Call(settings).outcome() == "rejected", "no session: nobody talked"
+    assert closed(CloseReason.PARTICIPANT_DISCONNECTED).outcome() == "caller_hangup"
+    assert closed(CloseReason.USER_INITIATED, on_purpose=True).outcome() == "completed"
+    assert closed(CloseReason.JOB_SHUTDOWN).outcome() == "agent_ended"
+    assert closed(CloseReason.ERROR).outcome() == "error"
+    assert closed(CloseReason.PARTICIPANT_DISCONNECTED).outcome("job crashed") == "error"
+    assert set(parley_metrics.OUTCOMES) == {"completed", "caller_hangup", "agent_ended", "error", "rejected"}

@@ -83,7 +83,10 @@ export class ListenerClock {
 
   private tick(): void {
     const now = performance.now();
-    if (this.mic) {
+    // While the agent is audible, sound on the microphone may be its own voice coming back
+    // (speakers, imperfect echo cancellation): only the person's speech in the gaps counts.
+    const agentQuiet = now - this.lastAgentLoud > AGENT_GAP_MS;
+    if (this.mic && agentQuiet) {
       if (rms(this.mic, this.buf) > MIC_SPEECH_RMS) {
         if (now - this.lastMicLoud > QUIET_BEFORE_REPLY_MS) this.speechStart = now;
         this.lastMicLoud = now;
