@@ -32,9 +32,10 @@ RUN pip install -c constraints.txt --find-links "$(bash scripts/build-llama-whee
 
 FROM ${PYTHON_IMAGE} AS runtime
 # libgomp1: llama.cpp's OpenMP threads. tini: PID 1 that hands SIGTERM to the worker
-# (which then drains its calls) and reaps orphans.
+# (which then drains its calls) and reaps orphans. espeak-ng: interpreter mode's voice for
+# languages Piper's packaged voice does not speak (agent/providers/espeak_tts.py).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 tini \
+    && apt-get install -y --no-install-recommends libgomp1 tini espeak-ng \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 parley \
     && useradd --system --uid 10001 --gid parley --home-dir /nonexistent --shell /usr/sbin/nologin parley \
