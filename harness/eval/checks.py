@@ -208,17 +208,17 @@ def evaluate_budgets(scenario_name: str, budgets: Budgets, turns: list[dict[str,
         value = percentile(latencies, q)
         out.append({"scenario": scenario_name, "budget": f"turn_latency_ms.{pct}", "limit": limit,
                     "value": None if value is None else round(value, 1),
-                    "ok": value is not None and value <= limit})
+                    "ok": bool(value is not None and value <= limit)})
     if budgets.pass_rate is not None:
         judged = [t for t in turns if t.get("passed") is not None]
         rate = sum(1 for t in judged if t["passed"]) / len(judged) if judged else None
         out.append({"scenario": scenario_name, "budget": "pass_rate", "limit": budgets.pass_rate,
                     "value": None if rate is None else round(rate, 3),
-                    "ok": rate is not None and rate >= budgets.pass_rate})
+                    "ok": bool(rate is not None and rate >= budgets.pass_rate)})
     if budgets.wer is not None:
         wers = [t["wer"] for t in turns if t.get("wer") is not None]
         mean = sum(wers) / len(wers) if wers else None
         out.append({"scenario": scenario_name, "budget": "wer", "limit": budgets.wer,
                     "value": None if mean is None else round(mean, 3),
-                    "ok": mean is not None and mean <= budgets.wer})
+                    "ok": bool(mean is not None and mean <= budgets.wer)})
     return out

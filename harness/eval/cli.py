@@ -102,6 +102,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _plain(o: Any) -> Any:
+    """JSON for numpy scalars (audio figures); anything else as text rather than a crash."""
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
 def _commit() -> str | None:
     try:
         p = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -166,7 +173,7 @@ class Eval:
     def _emit(self, rec: dict[str, Any]) -> None:
         self.progress.clear()
         if self.args.json:
-            print(json.dumps(rec), flush=True)
+            print(json.dumps(rec, default=_plain), flush=True)
         else:
             verdict = "skip" if rec["passed"] is None else ("PASS" if rec["passed"] else "FAIL")
             lat = rec.get("turn_latency_ms")
@@ -282,7 +289,7 @@ class Eval:
                        "ended": c.ended} for c in self.results],
             "turns": self.turns,
         }
-        (self.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (self.out / "results.json").write_text(json.dumps(results, indent=1, default=_plain))
         from .report import write_report
 
         write_report(self.out, results)
@@ -291,7 +298,7 @@ class Eval:
 
 def _print_summary(line: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(line), flush=True)
+        print(json.dumps(line, default=_plain), flush=True)
         return
 
     def f(v: Any, d: int = 0) -> str:

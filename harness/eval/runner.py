@@ -172,7 +172,8 @@ async def _turns(conn: Connected, rendered: list[Rendered], opts: RunOptions, re
             # Start this many ms after the previous reply's first audio (it is still playing).
             target = pending["first"] + turn.barge_in_after_ms / 1000
             await asyncio.sleep(max(0.0, target - time.perf_counter()))
-        bounds = r.clip.speech_bounds_s()
+        # (numpy scalars from the audio helpers would leak into the JSON and its comparisons)
+        bounds = tuple(float(x) for x in b) if (b := r.clip.speech_bounds_s()) else None
         started, ended = conn.line.play(r.clip)
         t_start = await started
         speech_start = t_start + bounds[0] if bounds else None
@@ -190,7 +191,7 @@ async def _turns(conn: Connected, rendered: list[Rendered], opts: RunOptions, re
             await _wait(state, lambda: _quiet_since(state, cut_in, STOP_QUIET_S), limit)
             stop_at = max((t for t in state.speech_between(cut_in, time.perf_counter())), default=cut_in)
             rec["barge_in_stop_ms"] = round((stop_at - cut_in) * 1000, 1)
-            rec["interrupted"] = rec["agent_was_speaking"] and rec["barge_in_stop_ms"] <= INTERRUPT_LIMIT_MS
+            rec["interrupted"] = bool(rec["agent_was_speaking"] and rec["barge_in_stop_ms"] <= INTERRUPT_LIMIT_MS)
             spoken = state.speech_between(pending["first"], cut_in)
             prev["agent_audio_s"] = round(spoken[-1] - pending["first"] + 0.01, 2) if spoken else 0.0
             prev["interrupted"] = rec["interrupted"]
