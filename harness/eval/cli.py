@@ -153,6 +153,7 @@ class Eval:
         self.progress = Progress()
         self.active = ActiveCalls()
         self.total_calls = sum(args.concurrency) * args.repeat * len(scenarios)
+        self.commit = _commit()  # at the start: what the calls ran against, not what is there at the end
         self.started_calls = 0
 
     def _show(self) -> None:
@@ -276,7 +277,7 @@ class Eval:
         results = {
             "started": started, "transport": self.args.transport,
             "concurrency": ",".join(str(n) for n in self.args.concurrency), "repeat": self.args.repeat,
-            "agent": self.args.agent or self.settings.agent_name, "commit": _commit(),
+            "agent": self.args.agent or self.settings.agent_name, "commit": self.commit,
             "stage_source": (f"worker session reports in {self.report_dir}" if self.reports_reachable
                              else "caller side only (PARLEY_REPORT_DIR not reachable)"),
             "scenarios": [{"name": s.name, "path": str(s.path)} for s in self.scenarios],
