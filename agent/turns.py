@@ -95,12 +95,12 @@ def transcript_verdict(text: str) -> Verdict:
         return "open"  # "could you please" ... do what
     if t.endswith("?"):
         return "complete"
+    if sentence and sentence[0] in _QUESTION_START and len(sentence) >= 4 and last not in _QUESTION_START:
+        # Whisper writes some finished questions with a full stop or with nothing: a
+        # question that has a verb, an object and no dangling last word is answerable.
+        return "complete"
     if not t.endswith((".", "!")):
-        # Whisper leaves a phrase it heard as unfinished without a full stop, but also
-        # drops the question mark of some finished questions: a question that has a
-        # verb, an object and no dangling last word is answerable.
-        if sentence and sentence[0] in _QUESTION_START and len(sentence) >= 4:
-            return "complete"
+        # Whisper leaves a phrase it heard as unfinished without a full stop.
         return "open"
     joined = " ".join(sentence)
     if sentence and (sentence[0] in _REQUEST_VERBS or "please" in sentence):

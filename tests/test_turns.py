@@ -36,6 +36,7 @@ from tests.fakes.turns import EnergyVAD, Playout, ScriptedMic
     "I would like to know how tall the Eiffel tower is.",
     "how long does the ferry take",   # Whisper dropped the question mark
     "Which colour did I show you?",
+    "which bus goes to the airport.",  # ... or with a full stop
 ])
 def test_questions_and_requests_are_complete(text: str) -> None:
     assert transcript_verdict(text) == "complete"
@@ -66,6 +67,7 @@ def test_phrases_that_cannot_end_a_turn_are_incomplete(text: str) -> None:
     "Tell us.",
     "Before we start",           # no full stop: Whisper heard it unfinished
     "could you please",
+    "What I mean is",
 ])
 def test_statements_and_unpunctuated_phrases_are_open(text: str) -> None:
     assert transcript_verdict(text) == "open"
