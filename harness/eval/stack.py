@@ -59,9 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         print("==> starting the worker and waiting for its models", flush=True)
         # PARLEY_LOAD_CPU=0: on a shared machine, other programs' CPU must not make the only
         # worker refuse the evaluation's calls (the capacity curve is what measures load).
-        # One warm job process per concurrent call, as a deployment sized for that load would keep.
+        # One warm job process per concurrent call, as a deployment sized for that load would keep,
+        # and one call slot more than the run places at once: a worker that reports itself full
+        # as one batch ends gets the next batch's dispatch only on LiveKit's retry (~30 s later),
+        # which would measure admission, not latency under load.
+        n = _max_concurrency(args)
         env_worker = {**env, "PARLEY_REPORT_DIR": str(reports), "PARLEY_LOAD_CPU": "0",
-                      "PARLEY_IDLE_PROCESSES": str(_max_concurrency(args))}
+                      "PARLEY_IDLE_PROCESSES": str(n), "PARLEY_MAX_CALLS": str(n + 1)}
         worker = Worker(env=env_worker)
         worker.start(logs)
         print(f"==> parley-eval {' '.join(args)}", flush=True)
