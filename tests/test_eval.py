@@ -323,8 +323,10 @@ def eval_stack(out_dir: Path) -> Iterator[tuple[LiveKitServer, Path]]:
     server = LiveKitServer.create().start(out_dir / "logs")
     reports = out_dir / "eval-reports"
     reports.mkdir(exist_ok=True)
+    # Two warm processes and a spare call slot: the --concurrency 2 test starts right after another
+    # call, while the worker may still count that one's job.
     worker = Worker(env={**server.env(), "PARLEY_REPORT_DIR": str(reports), "PARLEY_LOAD_CPU": "0",
-                         "PARLEY_IDLE_PROCESSES": "2"})
+                         "PARLEY_IDLE_PROCESSES": "2", "PARLEY_MAX_CALLS": "3"})
     worker.start(out_dir / "logs", name="eval-worker")
     yield server, reports
     worker.stop()
