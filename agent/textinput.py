@@ -85,5 +85,11 @@ class ChatGuard:
             return self._drop("too_fast")
         self.accepted += 1
         # As the framework's default: a typed message interrupts the agent and is answered.
-        await session.interrupt()
-        session.generate_reply(user_input=text)
+        try:
+            await session.interrupt()
+        except RuntimeError:  # a speech that may not be cut (the greeting): the reply queues behind it
+            pass
+        try:
+            session.generate_reply(user_input=text)
+        except RuntimeError:  # the session is closing
+            self.accepted -= 1
