@@ -61,7 +61,8 @@ server = AgentServer(
     num_idle_processes=settings.idle_processes,
     # Loading Whisper + llama.cpp + Piper takes a few seconds on 2 cores, more under load.
     initialize_process_timeout=120.0,
-    job_memory_warn_mb=min(1500, settings.job_memory_limit_mb or 1500),
+    # A warning line well before the kill, so a slow leak shows in the logs first.
+    job_memory_warn_mb=0.8 * settings.job_memory_limit_mb if settings.job_memory_limit_mb else 1500,
     # One runaway call is killed alone (the framework samples each job process every 5 s).
     job_memory_limit_mb=settings.job_memory_limit_mb,
     # Job processes write their metrics here; the main process serves them (agent/metrics.py).
