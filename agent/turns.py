@@ -62,7 +62,7 @@ _QUESTION_START = frozenset("""
 """.split())
 
 _TRAILING_OPEN = ("...", "…", ",", ";", ":", "-", "–", "—")
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 
 
 def _words(text: str) -> list[str]:
@@ -95,9 +95,10 @@ def transcript_verdict(text: str) -> Verdict:
         return "open"  # "could you please" ... do what
     if t.endswith("?"):
         return "complete"
-    if sentence and sentence[0] in _QUESTION_START and len(sentence) >= 4 and last not in _QUESTION_START:
-        # Whisper writes some finished questions with a full stop or with nothing: a
-        # question that has a verb, an object and no dangling last word is answerable.
+    asks = bool(sentence) and (sentence[0] in _QUESTION_START or sentence[0] in _REQUEST_VERBS)
+    if asks and len(sentence) >= 4 and last not in _QUESTION_START:
+        # Whisper writes some finished questions and requests with a full stop or with
+        # nothing: one that has a verb, an object and no dangling last word is answerable.
         return "complete"
     if not t.endswith((".", "!")):
         # Whisper leaves a phrase it heard as unfinished without a full stop.

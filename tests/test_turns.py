@@ -37,6 +37,8 @@ from tests.fakes.turns import EnergyVAD, Playout, ScriptedMic
     "how long does the ferry take",   # Whisper dropped the question mark
     "Which colour did I show you?",
     "which bus goes to the airport.",  # ... or with a full stop
+    "What is 12 plus 30?",             # Whisper writes numbers as digits
+    "count from 1 to 4",
 ])
 def test_questions_and_requests_are_complete(text: str) -> None:
     assert transcript_verdict(text) == "complete"
@@ -49,6 +51,7 @@ def test_questions_and_requests_are_complete(text: str) -> None:
     "I was looking at my",
     "Tell me about, uh",
     "Er, well, and",
+    "Add 4 and",
     "Is it cheaper to go by",
     "",
     "   ",
