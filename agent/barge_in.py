@@ -13,7 +13,8 @@ configured in agent/session.py):
    words, the framework neither interrupts the paused reply nor commits a user turn;
    when `false_interruption_timeout` passes it settles the pause as a false interruption
    (its own resume, and the agent state back to "speaking"). The chat history keeps the
-   whole reply and no "uh-huh" turn.
+   whole reply and no "uh-huh" turn. A segment with no words at all (a cough) resumes
+   the reply the same way.
 3. Any other transcript ("stop", "wait", a question) reaches the framework, which
    interrupts the paused reply (the history keeps only the part that was played) and
    answers the new turn.
@@ -68,7 +69,11 @@ class BackchannelFilter(stt.STT):
     ) -> stt.SpeechEvent:
         ev = await self._inner.recognize(buffer, language=language, conn_options=conn_options)
         text = ev.alternatives[0].text if ev.alternatives else ""
-        if text and is_backchannel(text) and self._holds_floor():
+        if not text.strip() and self._holds_floor():
+            # No words (a cough, a noise): the paused reply goes on at once too.
+            self._on_backchannel()
+            return ev
+        if is_backchannel(text) and self._holds_floor():
             self.dropped += 1
             logger.info("backchannel while the agent speaks, not a turn: %r", text)
             self._on_backchannel()

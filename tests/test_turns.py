@@ -162,13 +162,18 @@ async def test_a_transcript_from_before_the_pause_does_not_decide_it():
 
 async def test_backchannel_dropped_only_while_the_agent_holds_the_floor():
     floor = {"agent": True}
-    inner = FakeSTT(["Uh-huh.", "Stop.", "Yeah."])
+    resumed: list[bool] = []
+    inner = FakeSTT(["Uh-huh.", "Stop.", "", "Yeah."])
     gate = filtered_stt(inner, lambda: None)
     assert isinstance(gate, BackchannelFilter)
-    gate = BackchannelFilter(inner, lambda: floor["agent"])
+    gate = BackchannelFilter(inner, lambda: floor["agent"], lambda: resumed.append(True))
     frames = tone_frames(0.5)
     assert (await gate.recognize(frames)).alternatives[0].text == ""
+    assert resumed == [True]  # the paused reply goes on at once
     assert (await gate.recognize(frames)).alternatives[0].text == "Stop."
+    assert resumed == [True]  # "stop" does not resume it
+    assert (await gate.recognize(frames)).alternatives[0].text == ""  # a cough: no words
+    assert resumed == [True, True]
     floor["agent"] = False  # the agent is done: "yeah" answers it, it is a turn
     assert (await gate.recognize(frames)).alternatives[0].text == "Yeah."
     assert gate.dropped == 1
