@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     vad_min_silence: float = Field(0.25, ge=0.0, alias="PARLEY_VAD_MIN_SILENCE")
     endpointing_min_delay: float = Field(0.2, ge=0.0, alias="PARLEY_MIN_ENDPOINTING_DELAY")
     endpointing_max_delay: float = Field(2.0, ge=0.0, alias="PARLEY_MAX_ENDPOINTING_DELAY")
-    interrupt_min_duration: float = Field(0.4, ge=0.0, alias="PARLEY_INTERRUPT_MIN_DURATION")
+    # Caller speech that pauses the agent (barge-in); the words then decide (agent/barge_in.py).
+    interrupt_min_duration: float = Field(0.05, ge=0.0, alias="PARLEY_INTERRUPT_MIN_DURATION")
 
     # Worker process management
     health_port: int = Field(8081, ge=0, le=65535, alias="PARLEY_HEALTH_PORT")
