@@ -479,3 +479,22 @@ def test_phone_transport_through_livekit_sip(out_dir, tmp_path):
             worker.stop()
         stack.stop()
 
+
+
+def test_merge_runs_into_one_capacity_curve(tmp_path):
+    from harness.eval.report import merge
+
+    for level in (1, 2):
+        d = tmp_path / f"c{level}"
+        d.mkdir()
+        turns = [{"scenario": "s", "call": c, "turn": 1, "turn_latency_ms": 800.0 * level + c, "passed": True,
+                  "reasons": [], "active_calls": level} for c in range(1, level + 1)]
+        (d / "results.json").write_text(json.dumps({
+            "concurrency": str(level), "commit": "abc", "turns": turns,
+            "calls": [{"scenario": "s", "call": c, "room": f"r{level}{c}", "greeting_ms": 500.0, "error": None}
+                      for c in range(1, level + 1)]}))
+    page = merge([tmp_path / "c1", tmp_path / "c2"], tmp_path / "merged").read_text()
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert [t["call"] for t in merged["turns"]] == [1, 2, 3]  # calls renumbered, none collide
+    assert merged["summary"]["turns"] == 3 and merged["summary"]["p50_ms"] == pytest.approx(1601.0)
+    assert "Capacity curve" in page and page.count("<svg") == 3

@@ -223,3 +223,49 @@ def write_report(out: Path, results: dict[str, Any]) -> Path:
     path = out / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def merge(dirs: list[Path], out: Path) -> Path:
+    """One report over several runs' results.json (e.g. `--concurrency 1`, `2` and `4` run apart):
+    the capacity curve then spans every level. Budgets are not re-judged here."""
+    import json
+
+    from .cli import _summarise
+
+    turns: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    runs = []
+    for d in dirs:
+        data = json.loads((d / "results.json").read_text())
+        offset = len(calls)
+        runs.append(f"{d.name} (concurrency {data['concurrency']}, commit {data.get('commit')})")
+        for c in data["calls"]:
+            calls.append({**c, "call": c["call"] + offset})
+        for t in data["turns"]:
+            turns.append({**t, "call": t["call"] + offset})
+    summary = {**_summarise(turns), "scenarios": len({t["scenario"] for t in turns}), "calls": len(calls),
+               "budgets_ok": True, "greeting_p50_ms": percentile([c["greeting_ms"] for c in calls
+                                                                  if c.get("greeting_ms") is not None], 50)}
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"started": "merged: " + "; ".join(runs), "transport": "as recorded", "concurrency": "merged",
+               "repeat": 1, "agent": "as recorded", "commit": None, "stage_source": "as recorded per run",
+               "summary": summary, "budgets": [], "by_scenario": [], "stage_medians": {}, "calls": calls,
+               "turns": turns}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    return write_report(out, results)
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m harness.eval.report",
+                                 description="Merge several parley-eval output folders into one report.")
+    ap.add_argument("dirs", nargs="+", type=Path, help="parley-eval --out folders (with results.json)")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    try:
+        print(merge(a.dirs, a.out))
+    except (OSError, ValueError, KeyError) as e:
+        print(f"merge: {e}", file=sys.stderr)
+        sys.exit(2)
