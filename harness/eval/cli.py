@@ -168,7 +168,9 @@ class Eval:
     def _live(self, result: CallResult, rec: dict[str, Any]) -> None:
         # While a call runs: which call, which turn (results are printed once the call is checked).
         self.progress.update(f"parley-eval: {result.scenario.name} #{result.call} turn {rec['turn']}/"
-                             f"{len(result.scenario.turns)} heard {rec.get('turn_latency_ms')} ms · "
+                             f"{len(result.scenario.turns)} "
+                             + ("no answer" if rec.get("turn_latency_ms") is None else f"{rec['turn_latency_ms']:.0f} ms")
+                             + f" · "
                              f"{self.active.n} calls in progress · call {self.started_calls}/{self.total_calls}")
 
     def _emit(self, rec: dict[str, Any]) -> None:
