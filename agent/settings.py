@@ -155,10 +155,9 @@ class Settings(BaseSettings):
     report_max_age_days: float = Field(14.0, ge=0.0, alias="PARLEY_REPORT_MAX_AGE_DAYS")
     # A job process (one call) above this footprint (PSS, as the framework samples it every
     # 5 s) is killed alone, before it takes the pod down; 0 turns the limit off. Measured: a
-    # job process is ~565 MB PSS with every model loaded and peaks at ~0.6 GB in a call
-    # (README "One call cannot take a worker down"): twice that, and still inside a 3 GiB pod
-    # next to the worker, a warm spare and the other call.
-    job_memory_limit_mb: int = Field(1200, ge=0, alias="PARLEY_JOB_MEMORY_LIMIT_MB")
+    # job process with SmolLM2 + Whisper tiny.en is ~565 MB PSS loaded, ~0.6 GB in a call;
+    # Qwen2.5-0.5B + Whisper base add ~0.4 GB. About twice the larger footprint.
+    job_memory_limit_mb: int = Field(2048, ge=0, alias="PARLEY_JOB_MEMORY_LIMIT_MB")
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
     # json: one object per line (production, log collectors); human: one readable line per
     # event with the call's room and participant (`make run` sets it).
