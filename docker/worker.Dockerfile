@@ -46,11 +46,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     PARLEY_HEALTH_PORT=8081 \
+    PARLEY_METRICS_PORT=9100 \
     PARLEY_REPORT_DIR=/var/lib/parley/reports \
     PARLEY_MODEL_DIR=/tmp/parley-models
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8081
+# 8081: the framework's health server; 9100: Prometheus /metrics (agent/metrics.py).
+EXPOSE 8081 9100
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ['PARLEY_HEALTH_PORT'], timeout=2)"]

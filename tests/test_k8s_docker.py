@@ -141,7 +141,7 @@ def test_worker_image_starts_in_production_mode_and_drains():
     expose = runtime.last("EXPOSE")
     from agent.settings import Settings
 
-    assert expose.value == (str(Settings().health_port),)
+    assert expose.value == (str(Settings().health_port), str(Settings().metrics_port))
 
 
 def test_worker_image_holds_only_the_worker():
