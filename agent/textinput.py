@@ -7,7 +7,7 @@ are removed (an empty result is refused), and messages beyond a small burst are 
 until the bucket refills (PARLEY_CHAT_PER_MINUTE). Drops are logged as one summary line
 at most every 10 s, so a flood cannot flood the log either. Only the caller's messages
 get here (RoomIO ignores other participants); binary streams and unknown topics have no
-handler and are dropped by the SDK.
+handler and are dropped by the SDK (its one log line per such stream is thinned to one per 10 s).
 """
 
 from __future__ import annotations
@@ -24,6 +24,35 @@ from livekit.agents.voice.room_io import TextInputEvent
 logger = logging.getLogger("parley.chat")
 
 _LOG_EVERY_S = 10.0
+
+
+class _UnhandledStreams(logging.Filter):
+    """The SDK logs one line per stream on a topic nobody handles (on the root logger): a
+    participant opening thousands would flood the log. One such line per 10 s passes, with
+    how many were dropped since."""
+
+    PREFIXES = ("ignoring text stream with topic", "ignoring byte stream with topic")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suppressed = 0
+        self._passed_at = -_LOG_EVERY_S
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith(self.PREFIXES)):
+            return True
+        now = time.monotonic()
+        if now - self._passed_at < _LOG_EVERY_S:
+            self.suppressed += 1
+            return False
+        self._passed_at = now
+        if self.suppressed:
+            record.msg = f"{record.msg} ({self.suppressed} more such streams ignored before this one)"
+            self.suppressed = 0
+        return True
+
+
+logging.getLogger().addFilter(_UnhandledStreams())  # the SDK logs these with logging.info()
 
 
 def clean(text: str) -> str:
