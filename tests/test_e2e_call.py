@@ -78,12 +78,12 @@ def test_barge_in_stops_agent_audio(call, fixtures, report_dir):
                  if i.get("type") == "message" and i.get("role") == "assistant"]
     cut = [i for i in assistant if i.get("interrupted")]
     assert cut, "history has no interrupted assistant message"
-    # The history keeps what the caller heard: the interrupted reply as the caller's
-    # transcription stream (synchronized with the audio) ended it, not the whole reply.
+    # The history keeps what was played, not the whole reply: the caller heard 0.8 s of it
+    # plus the time the agent took to stop. Bounded at a fast 5 words per second, with
+    # 1.5 s of slack for the transcript synchronizer's estimate of where the audio is.
     kept = " ".join(c for c in cut[0]["content"] if isinstance(c, str)).split()
-    heard = interrupted["agent_text"].split()
-    assert kept and heard, (kept, heard)
-    assert abs(len(kept) - len(heard)) <= 4, (kept, heard)
+    played_s = 0.8 + interrupted["barge_in_stop_ms"] / 1000
+    assert 0 < len(kept) <= 5 * (played_s + 1.5), (kept, played_s)
 
 
 def test_worker_health_endpoints(worker):
