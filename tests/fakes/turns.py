@@ -12,7 +12,7 @@ import time
 import numpy as np
 from livekit import rtc
 from livekit.agents import vad
-from livekit.agents.voice.io import AudioInput
+from livekit.agents.voice.io import AudioInput, AudioOutput, AudioOutputCapabilities
 
 RATE = 16000
 FRAME_S = 0.02
@@ -101,3 +101,63 @@ class _EnergyStream(vad.VADStream):
                 self._event_ch.send_nowait(ev(vad.VADEventType.END_OF_SPEECH, speaking=False, frames=list(seg)))
                 seg.clear()
                 speech_dur = 0.0
+
+
+class Playout(AudioOutput):
+    """An audio sink that plays in real time, can pause, and records when it played
+    (what a caller would have heard)."""
+
+    def __init__(self) -> None:
+        super().__init__(label="fake-playout", capabilities=AudioOutputCapabilities(pause=True))
+        self._queue: list[rtc.AudioFrame] = []
+        self._paused = False
+        self._segment = False  # a segment is being captured or played
+        self._flushed = False
+        self._played = 0.0
+        self._started = False
+        self.played_at: list[float] = []  # wall time of every frame played
+        self._task: asyncio.Task[None] | None = None
+
+    async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+        await super().capture_frame(frame)
+        if not self._segment:
+            self._segment, self._flushed, self._played, self._started = True, False, 0.0, False
+        self._queue.append(frame)
+        if self._task is None:
+            self._task = asyncio.create_task(self._play())
+
+    def flush(self) -> None:
+        super().flush()
+        self._flushed = True
+
+    def clear_buffer(self) -> None:
+        self._queue.clear()
+        if self._segment:
+            self._segment = False
+            self.on_playback_finished(playback_position=self._played, interrupted=True)
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    async def _play(self) -> None:
+        while True:
+            if self._paused or not self._queue:
+                if self._segment and self._flushed and not self._queue and not self._paused:
+                    self._segment = False
+                    self.on_playback_finished(playback_position=self._played, interrupted=False)
+                await asyncio.sleep(0.01)
+                continue
+            frame = self._queue.pop(0)
+            if not self._started:
+                self._started = True
+                self.on_playback_started(created_at=time.time())
+            self.played_at.append(time.time())
+            await asyncio.sleep(frame.duration)
+            self._played += frame.duration
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
