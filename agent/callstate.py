@@ -130,6 +130,8 @@ class Call:
         nothing of the server side. Best effort: a caller that left gets nothing."""
         if self.ctx is None or self.ctx.room.connection_state != rtc.ConnectionState.CONN_CONNECTED:
             return
+        if not turn.user_text:
+            return  # the greeting or another unprompted reply: no turn of the caller's to show
         body = json.dumps({"seq": seq, "index": len(self.tracker.turns) if self.tracker else 0,
                            "stages": turn.stages(), "e2e_ms": turn.e2e_latency_ms,
                            "listener_latency_ms": turn.listener_latency_ms,

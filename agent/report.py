@@ -128,10 +128,11 @@ class TurnTracker:
         parley_metrics.observe_stage("e2e", turn.e2e_latency_ms)
         if turn.interrupted:
             parley_metrics.interruption()
+        # room and participant come with every record of the call (ctx.log_context_fields)
         logger.info(
-            "turn room=%s participant=%s eou=%sms stt=%sms llm_ttft=%sms tts_ttfb=%sms "
+            "turn eou=%sms stt=%sms llm_ttft=%sms tts_ttfb=%sms "
             "e2e=%sms listener=%sms interrupted=%s user=%r agent=%r",
-            self.room, self.participant, turn.end_of_utterance_delay_ms, turn.stt_duration_ms,
+            turn.end_of_utterance_delay_ms, turn.stt_duration_ms,
             turn.llm_ttft_ms, turn.tts_ttfb_ms, turn.e2e_latency_ms, turn.listener_latency_ms,
             turn.interrupted, turn.user_text[:60], turn.agent_text[:60],
         )
