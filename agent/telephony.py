@@ -132,6 +132,9 @@ class CalleeAudio:
         await self._stream.aclose()
 
 
+MAX_DIGITS_KEPT = 256
+
+
 @dataclass(eq=False)
 class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
     """One phone call: keypad events, hang-up and transfer through LiveKit's server APIs.
@@ -151,6 +154,8 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
     started_at: float = field(default_factory=time.time)
     answered_by: amd.AnsweredBy | None = None  # outbound: what answering-machine detection decided
     amd_result: amd.AmdResult | None = None
+    # A key flood must not queue minutes of "You pressed …": one acknowledgement at a time.
+    _keypad_ack: Any = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -268,7 +273,8 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
     def _on_dtmf(self, ev: rtc.SipDTMF) -> None:
         if ev.participant is not None and ev.participant.identity != self.call.identity:
             return
-        self.digits.append(ev.digit)
+        if len(self.digits) < MAX_DIGITS_KEPT:  # the report's record of keys, bounded
+            self.digits.append(ev.digit)
         logger.info("dtmf room=%s digit=%s code=%d", self.ctx.room.name, ev.digit, ev.code)
         self.emit("dtmf", ev.digit)
         self.spawn(self._keypad(ev.digit))
@@ -282,7 +288,8 @@ class PhoneLine(rtc.EventEmitter[Literal["dtmf", "ended"]]):
             await self.transfer()
         else:
             await self._note(f"(the caller pressed {digit})")
-            self.session.say(f"You pressed {digit}.")
+            if self._keypad_ack is None or self._keypad_ack.done():
+                self._keypad_ack = self.session.say(f"You pressed {digit}.")
 
     async def _note(self, text: str) -> None:
         """Put a line in the conversation the LLM sees on its next turn."""
