@@ -105,6 +105,8 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def bench_models(limit: int, work: Path) -> dict:
+    """Candidates per step: Whisper beam 1 vs 5 (transcript exact match), es->en by Whisper's
+    translate task vs the text model, en->es by the text model vs Whisper forced to Spanish."""
     import numpy as np
 
     from agent import models
@@ -113,49 +115,63 @@ def bench_models(limit: int, work: Path) -> dict:
     from agent.settings import Settings
 
     settings = Settings.load()
-    whisper = WhisperInterpreterSTT(InterpreterSTTOptions(models.whisper_model("base", settings.model_dir)))
+    path = models.whisper_model("base", settings.model_dir)
+    whispers = {b: WhisperInterpreterSTT(InterpreterSTTOptions(path, beam_size=b, translate_to_english=True))
+                for b in (1, 5)}
     translator = LlamaTranslator(TranslatorOptions(models.qwen25_05b_gguf(settings.model_dir)))
     out: dict = {}
     for name, (voice, sentences) in DIRECTIONS.items():
+        src, tgt = name.split("->")
         rows = []
         for i, (text, keywords) in enumerate(sentences[:limit]):
-            wav = synth(text, voice, work / f"{name[:2]}-{i:02d}.wav")
+            wav = synth(text, voice, work / f"{src}-{i:02d}.wav")
             raw = subprocess.run(["sox", str(wav), "-t", "raw", "-r", "16000", "-e", "signed", "-b", "16", "-c", "1",
                                   "-"], capture_output=True, check=True).stdout
             audio = np.frombuffer(raw, np.int16).astype(np.float32) / 32768.0
-            r = whisper.interpret(audio)
-            row = {"sentence": text, "heard": r.text, "language": r.language,
-                   "stt_ms": round(sum(r.seconds.values()) * 1000)}
-            if name == "es->en":
-                row["translation"] = r.english or ""
-                row["translate_ms"] = round(r.seconds.get("translate", 0.0) * 1000)
-            else:
+            row: dict = {"sentence": text}
+            for b, w in whispers.items():
+                r = w.interpret(audio)
+                row[f"b{b}_heard"], row[f"b{b}_language_ok"] = r.text, r.language == src
+                row[f"b{b}_exact"] = fold(r.text) == fold(text)
+                row[f"b{b}_stt_ms"] = round((sum(r.seconds.values()) - r.seconds.get("translate", 0.0)) * 1000)
+                if src != "en":
+                    row[f"b{b}_whisper_translation"] = r.english or ""
+                    row[f"b{b}_whisper_kept"] = kept(r.english or "", keywords)
+                    row[f"b{b}_whisper_translate_ms"] = round(r.seconds.get("translate", 0.0) * 1000)
                 t0 = time.perf_counter()
-                row["translation"] = translator.translate(r.text, "en", "es")
-                row["translate_ms"] = round((time.perf_counter() - t0) * 1000)
-                # Candidate 2: Whisper told the audio is Spanish (it then often translates).
-                t0 = time.perf_counter()
-                forced, _ = whisper.decode(whisper.encode(audio), "es", "transcribe", len(audio) / 16000)
-                row["whisper_forced_es"] = forced
-                row["whisper_forced_ms"] = round((time.perf_counter() - t0) * 1000)
-                row["whisper_forced_kept"] = kept(forced, keywords)
-            row["kept"] = kept(row["translation"], keywords)
-            row["language_ok"] = r.language == name[:2]
+                row[f"b{b}_llm_translation"] = translator.translate(r.text, src, tgt) if r.text else ""
+                row[f"b{b}_llm_ms"] = round((time.perf_counter() - t0) * 1000)
+                row[f"b{b}_llm_kept"] = kept(row[f"b{b}_llm_translation"], keywords)
+            # The text model on the exact sentence: its own quality, apart from recognition.
+            row["llm_on_text"] = translator.translate(text, src, tgt)
+            row["llm_on_text_kept"] = kept(row["llm_on_text"], keywords)
+            if src == "en":
+                w = whispers[5]
+                forced, _ = w.decode(w.encode(audio), "es", "transcribe", len(audio) / 16000)
+                row["whisper_forced_es"], row["whisper_forced_kept"] = forced, kept(forced, keywords)
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
         n = len(rows)
-        summary = {
-            "n": n,
-            "keyword_retention": round(sum(r["kept"] for r in rows) / n, 3),
-            "language_detected": round(sum(r["language_ok"] for r in rows) / n, 3),
-            "stt_ms_median": statistics.median(r["stt_ms"] for r in rows),
-            "translate_ms_median": statistics.median(r["translate_ms"] for r in rows),
-        }
-        if name == "en->es":
-            summary["whisper_forced_retention"] = round(sum(r["whisper_forced_kept"] for r in rows) / n, 3)
-            summary["whisper_forced_ms_median"] = statistics.median(r["whisper_forced_ms"] for r in rows)
+
+        def rate(key: str, rows: list[dict] = rows, n: int = n) -> float:
+            return round(sum(bool(r.get(key)) for r in rows) / n, 3)
+
+        def med(key: str, rows: list[dict] = rows) -> float:
+            return statistics.median(r[key] for r in rows)
+
+        summary = {"n": n, "llm_on_text_retention": rate("llm_on_text_kept")}
+        for b in whispers:
+            summary[f"beam{b}"] = {
+                "language_detected": rate(f"b{b}_language_ok"), "transcript_exact": rate(f"b{b}_exact"),
+                "stt_ms_median": med(f"b{b}_stt_ms"), "llm_retention": rate(f"b{b}_llm_kept"),
+                "llm_ms_median": med(f"b{b}_llm_ms"),
+                **({"whisper_translate_retention": rate(f"b{b}_whisper_kept"),
+                    "whisper_translate_ms_median": med(f"b{b}_whisper_translate_ms")} if src != "en" else {}),
+            }
+        if src == "en":
+            summary["whisper_forced_es_retention"] = rate("whisper_forced_kept")
         out[name] = {"summary": summary, "rows": rows}
-        print(f"models {name}: {summary}", flush=True)
+        print(f"models {name}: {json.dumps(summary)}", flush=True)
     return out
 
 

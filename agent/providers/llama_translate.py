@@ -59,15 +59,24 @@ class LlamaTranslator:
         return self._opts.model_path.stem
 
     def messages(self, text: str, source: str, target: str) -> list[dict[str, Any]]:
-        src, tgt = LANGUAGE_NAMES.get(source, source), LANGUAGE_NAMES.get(target, target)
+        # One prompt prefix for both directions of a pair (the direction is named in the last
+        # message only), so llama.cpp's cached prefix serves every utterance of the call.
+        a, b = sorted((source, target), key=lambda code: code != "en")
+        names = LANGUAGE_NAMES.get(a, a), LANGUAGE_NAMES.get(b, b)
         msgs: list[dict[str, Any]] = [{
             "role": "system",
-            "content": f"You are a professional interpreter. Translate the user's {src} text into {tgt}. "
-                       f"Reply with the {tgt} translation only.",
+            "content": f"You are a professional interpreter between {names[0]} and {names[1]}. "
+                       "Translate the user's text into the language asked for. Reply with the translation only.",
         }]
-        for a, b in EXAMPLES.get((source, target), []):
-            msgs += [{"role": "user", "content": a}, {"role": "assistant", "content": b}]
-        msgs.append({"role": "user", "content": text})
+        for i, (en_text, other) in enumerate(EXAMPLES.get((a, b), [])):
+            # Worked examples both ways: en -> other, then other -> en.
+            if i % 2 == 0:
+                msgs += [{"role": "user", "content": f"Translate into {names[1]}: {en_text}"},
+                         {"role": "assistant", "content": other}]
+            else:
+                msgs += [{"role": "user", "content": f"Translate into {names[0]}: {other}"},
+                         {"role": "assistant", "content": en_text}]
+        msgs.append({"role": "user", "content": f"Translate into {LANGUAGE_NAMES.get(target, target)}: {text}"})
         return msgs
 
     def translate(self, text: str, source: str, target: str) -> str:
