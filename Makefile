@@ -9,7 +9,7 @@ STAMP := $(VENV)/.parley-installed
 
 .PHONY: eval soak bench-fallback install run test test-fast test-model test-e2e lint fmt lock bench bench-tokens clean system-deps frontend k8s-check sip-up sip-down sip-setup bench-sip
 
-install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip $(BIN)/kustomize frontend
+install: system-deps $(STAMP) $(BIN)/livekit-server $(BIN)/livekit-sip $(BIN)/kustomize $(BIN)/promtool frontend
 
 $(BIN)/python:
 	@echo "==> creating $(VENV) with $$($(PY) --version)"
@@ -33,6 +33,10 @@ $(BIN)/livekit-sip: scripts/install-livekit-sip.sh | $(BIN)/python system-deps
 
 $(BIN)/kustomize: scripts/install-kustomize.sh | $(BIN)/python
 	bash scripts/install-kustomize.sh $(BIN)/kustomize
+
+# promtool (Prometheus' rule checker) from the Go module proxy: the alert rules' tests run it.
+$(BIN)/promtool: scripts/install-promtool.sh | $(BIN)/python
+	bash scripts/install-promtool.sh $(BIN)/promtool
 
 system-deps:
 	bash scripts/install-system-deps.sh
