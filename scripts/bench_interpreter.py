@@ -7,6 +7,7 @@ a few accepted forms, accents ignored).
   --models   the models alone, no processes: Whisper base (detect + transcribe, and its own
              translate task for es->en), the text translator for en->es, and a second
              en->es candidate: Whisper decoding English audio with the Spanish language token.
+  --prompts  the text model alone on the exact sentences: prompt styles compared.
   --calls    the whole stack: livekit-server + a worker with PARLEY_INTERPRETER=1, one
              parley-call per direction playing every sentence; retention on the agent's
              transcript, first translated audio = parley-call's turn_latency_ms (end of the
@@ -175,6 +176,37 @@ def bench_models(limit: int, work: Path) -> dict:
     return out
 
 
+def bench_prompts(limit: int) -> dict:
+    """The text model alone on the exact sentences: prompt styles, and the production path
+    (labels, asked again in the chat style when it only repeated the source)."""
+    from agent import models
+    from agent.providers.llama_translate import LlamaTranslator, TranslatorOptions
+    from agent.settings import Settings
+
+    translator = LlamaTranslator(TranslatorOptions(models.qwen25_05b_gguf(Settings.load().model_dir)))
+    out: dict = {}
+    for name, (_voice, sentences) in DIRECTIONS.items():
+        src, tgt = name.split("->")
+        rows = []
+        for text, keywords in sentences[:limit]:
+            row: dict = {"sentence": text}
+            for style in ("chat", "labels"):
+                row[style] = translator._ask(text, src, tgt, style)
+                row[f"{style}_kept"] = kept(row[style], keywords)
+            t0 = time.perf_counter()
+            row["production"] = translator.translate(text, src, tgt)
+            row["production_ms"] = round((time.perf_counter() - t0) * 1000)
+            row["production_kept"] = kept(row["production"], keywords)
+            rows.append(row)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+        n = len(rows)
+        summary = {k: round(sum(r[f"{k}_kept"] for r in rows) / n, 3) for k in ("chat", "labels", "production")}
+        summary["production_ms_median"] = statistics.median(r["production_ms"] for r in rows)
+        out[name] = {"summary": summary, "rows": rows}
+        print(f"prompts {name}: {json.dumps(summary)}", flush=True)
+    return out
+
+
 def bench_calls(limit: int, work: Path) -> dict:
     from harness.devstack import BIN, LiveKitServer, Worker
 
@@ -220,14 +252,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", action="store_true")
     ap.add_argument("--calls", action="store_true")
+    ap.add_argument("--prompts", action="store_true", help="the text model alone on the exact sentences")
     ap.add_argument("--limit", type=int, default=len(ES_EN))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    if not (args.models or args.calls):
-        ap.error("choose --models and/or --calls")
+    if not (args.models or args.calls or args.prompts):
+        ap.error("choose --models, --prompts and/or --calls")
     result = {}
     with tempfile.TemporaryDirectory(prefix="bench-interp-") as tmp:
         work = Path(tmp)
+        if args.prompts:
+            result["prompts"] = bench_prompts(args.limit)
         if args.models:
             result["models"] = bench_models(args.limit, work)
         if args.calls:

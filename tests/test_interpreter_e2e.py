@@ -1,6 +1,10 @@
 """Interpreter mode through the whole stack: a worker with PARLEY_INTERPRETER=1, a caller
 (parley-call, unchanged) speaking one Spanish and one English sentence, and an observer in
-the same room reading the `lk.transcription` streams with their `language` attribute."""
+the same room reading the `lk.transcription` streams with their `language` attribute.
+
+The two sentences are ones the offline models handle (scripts/bench_interpreter.py measures
+how many do: Whisper base mishears much of espeak-ng's Spanish); this test checks that both
+directions, the language attributes and the report work, not the translation quality."""
 
 from __future__ import annotations
 
@@ -101,9 +105,9 @@ def test_interpreter_translates_both_ways(livekit_server: LiveKitServer, interpr
     work = out_dir / "interpreter"
     work.mkdir(exist_ok=True)
     es, en = work / "es.wav", work / "en.wav"
-    subprocess.run(["espeak-ng", "-v", "es", "-s", "150", "-w", str(es), "¿Dónde está la estación de tren?"],
+    subprocess.run(["espeak-ng", "-v", "es", "-s", "150", "-w", str(es), "La playa está muy cerca del hotel."],
                    check=True, timeout=30)
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(en), "The dog is in the garden."],
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(en), "I like coffee with milk."],
                    check=True, timeout=30)
     room = f"interp-{int(time.time())}"
     cmd = [str(BIN / "parley-call"), "--url", livekit_server.url, "--api-key", livekit_server.api_key,
@@ -123,8 +127,8 @@ def test_interpreter_translates_both_ways(livekit_server: LiveKitServer, interpr
     turns = [e for e in events if e["event"] == "turn"]
     assert len(turns) == 2, events
     to_en, to_es = fold(turns[0]["agent_text"]), fold(turns[1]["agent_text"])
-    assert "station" in to_en and "train" in to_en, turns[0]
-    assert "perro" in to_es and "jardin" in to_es, turns[1]
+    assert "beach" in to_en and "hotel" in to_en, turns[0]
+    assert "cafe" in to_es and "leche" in to_es, turns[1]
     assert all(t["turn_latency_ms"] is not None for t in turns), turns
     print(f"interpreter: es->en {turns[0]['agent_text']!r} in {turns[0]['turn_latency_ms']} ms; "
           f"en->es {turns[1]['agent_text']!r} in {turns[1]['turn_latency_ms']} ms")
@@ -132,15 +136,15 @@ def test_interpreter_translates_both_ways(livekit_server: LiveKitServer, interpr
     # Both texts on lk.transcription, each stamped with its language.
     finals = [s for s in observer.segments if s["attributes"].get("lk.transcription_final") == "true"]
     langs = {(s["attributes"].get("language"), fold(s["text"])) for s in finals}
-    assert any(lang == "es" and "estacion" in text for lang, text in langs), observer.segments
-    assert any(lang == "en" and "station" in text for lang, text in langs), observer.segments
-    assert any(lang == "es" and "perro" in text for lang, text in langs), observer.segments
+    assert any(lang == "es" and "playa" in text for lang, text in langs), observer.segments  # caller, original
+    assert any(lang == "en" and "beach" in text for lang, text in langs), observer.segments  # agent, translation
+    assert any(lang == "es" and "leche" in text for lang, text in langs), observer.segments
 
     # ... and in the session report, each message with its language.
     report = wait_report(interpreter_reports, room, timeout=60)
     msgs = [i for i in report["chat_history"]["items"] if i.get("type") == "message"]
     users = [m for m in msgs if m["role"] == "user"]
     assert [m["extra"].get("language") for m in users] == ["es", "en"], users
-    assert "station" in fold(users[0]["extra"]["translation"]), users[0]
+    assert "beach" in fold(users[0]["extra"]["translation"]), users[0]
     agents = [m for m in msgs if m["role"] == "assistant" and m["extra"].get("original")]
     assert [m["extra"]["language"] for m in agents] == ["en", "es"], agents

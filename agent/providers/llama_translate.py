@@ -11,6 +11,7 @@ for its own tokens.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ class TranslatorOptions:
     n_threads: int = 2
     n_ctx: int = 1024
     max_tokens: int = 96
+    # "labels": each request is "English: <text>\nSpanish:" after worked examples in the same
+    # form; "chat": "Translate into Spanish: <text>". A reply that only repeats the source is
+    # asked again in the other style (the 0.5B model echoes English now and then).
+    style: str = "labels"
 
 
 class LlamaTranslator:
@@ -58,7 +63,27 @@ class LlamaTranslator:
     def model(self) -> str:
         return self._opts.model_path.stem
 
-    def messages(self, text: str, source: str, target: str) -> list[dict[str, Any]]:
+    def messages(self, text: str, source: str, target: str, style: str | None = None) -> list[dict[str, Any]]:
+        if (style or self._opts.style) == "labels":
+            return self._labelled(text, source, target)
+        return self._chat(text, source, target)
+
+    def _labelled(self, text: str, source: str, target: str) -> list[dict[str, Any]]:
+        a, b = sorted((source, target), key=lambda code: code != "en")
+        names = {a: LANGUAGE_NAMES.get(a, a), b: LANGUAGE_NAMES.get(b, b)}
+        msgs: list[dict[str, Any]] = [{
+            "role": "system",
+            "content": f"You are a professional interpreter between {names[a]} and {names[b]}. "
+                       "You translate each text into the other language and reply with the translation only.",
+        }]
+        for i, (en_text, other) in enumerate(EXAMPLES.get((a, b), [])):
+            src_text, dst_text, s, t = (en_text, other, a, b) if i % 2 == 0 else (other, en_text, b, a)
+            msgs += [{"role": "user", "content": f"{names[s]}: {src_text}\n{names[t]}:"},
+                     {"role": "assistant", "content": dst_text}]
+        msgs.append({"role": "user", "content": f"{names[source]}: {text}\n{names[target]}:"})
+        return msgs
+
+    def _chat(self, text: str, source: str, target: str) -> list[dict[str, Any]]:
         # One prompt prefix for both directions of a pair (the direction is named in the last
         # message only), so llama.cpp's cached prefix serves every utterance of the call.
         a, b = sorted((source, target), key=lambda code: code != "en")
@@ -81,10 +106,22 @@ class LlamaTranslator:
 
     def translate(self, text: str, source: str, target: str) -> str:
         """Blocking: `text` in `source` language translated into `target` (codes: en, es, ...)."""
+        reply = self._ask(text, source, target, self._opts.style)
+        if _plain(reply) == _plain(text):  # repeated, not translated: ask the other way once
+            reply = self._ask(text, source, target, "chat" if self._opts.style == "labels" else "labels")
+        return reply
+
+    def _ask(self, text: str, source: str, target: str, style: str) -> str:
         max_tokens = min(self._opts.max_tokens, 16 + 3 * len(text.split()))
         with self._lock:
-            out = self._llm.create_chat_completion(self.messages(text, source, target), temperature=0.0,
+            out = self._llm.create_chat_completion(self.messages(text, source, target, style), temperature=0.0,
                                                    max_tokens=max_tokens)
         reply = (out["choices"][0]["message"]["content"] or "").strip()
-        # One line of translation: a small model sometimes adds a note after a blank line.
-        return reply.split("\n\n")[0].strip().strip('"').strip()
+        # One line of translation: a small model sometimes adds a note after a blank line, or a label.
+        reply = reply.split("\n\n")[0].strip().strip('"').strip()
+        name = LANGUAGE_NAMES.get(target, target)
+        return reply.removeprefix(f"{name}:").strip()
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
