@@ -39,7 +39,7 @@ def main() -> None:
         from .models import check_installed
         from .worker import server, settings
 
-        check_installed(settings.stt_model)
+        check_installed(settings.stt_model, settings.local_llm)
     except (SettingsError, ModelMissingError) as e:
         sys.exit(f"parley: configuration error: {e}")
 

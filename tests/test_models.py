@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from agent import models
 from agent.providers.whisper_stt import WhisperOptions, WhisperSTT
+from harness.audio import read_wav
 from tests.test_providers import frame_of
 
 
@@ -34,3 +42,99 @@ async def test_multilingual_base_is_reassembled_and_works(tmp_path, fixtures):
     stt = WhisperSTT(WhisperOptions(model_path=path, language="en"))
     ev = await stt.recognize([frame_of(fixtures / "capital_france.wav")])
     assert "france" in ev.alternatives[0].text.lower()
+
+
+def test_assembled_model_is_verified_by_hash(tmp_path):
+    """A split model whose parts do not add up to the pinned hash is refused, and nothing is left behind."""
+    parts = []
+    for i, data in enumerate((b"GGUF" + b"a" * 1000, b"b" * 500)):
+        p = tmp_path / f"part{i}"
+        p.write_bytes(data)
+        parts.append((p, f"pkg-part{i}"))
+    good = hashlib.sha256(b"GGUF" + b"a" * 1000 + b"b" * 500).hexdigest()
+    target = models._assemble(tmp_path / "out" / "m.gguf", parts, good)
+    assert target.read_bytes().startswith(b"GGUF") and target.stat().st_size == 1504
+    with pytest.raises(models.ModelMissingError, match="pkg-part0, pkg-part1"):
+        models._assemble(tmp_path / "bad" / "m.gguf", parts, "0" * 64)
+    assert list((tmp_path / "bad").iterdir()) == []
+
+
+def test_local_llm_names_resolve(tmp_path):
+    assert models.llm_gguf("smollm2-135m", tmp_path) == models.smollm2_gguf()
+    with pytest.raises(models.ModelMissingError, match="PARLEY_LLM_MODEL"):
+        models.llm_gguf("gpt-17", tmp_path)
+
+
+def test_default_llm_is_the_pinned_qwen(settings_default):
+    path = models.llm_gguf(settings_default.local_llm, settings_default.model_dir)
+    assert path.name == models.QWEN25_05B_FILE
+    stamp = path.with_name(path.name + ".sha256").read_text().split()
+    assert stamp == [models.QWEN25_05B_SHA256, str(path.stat().st_size)]
+    with path.open("rb") as f:
+        assert f.read(4) == b"GGUF"
+
+
+_NUMS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def _spoken(n: int) -> str:
+    if n < 20:
+        return _NUMS[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _NUMS[n % 10])
+    return str(n)
+
+
+def words(text: str) -> list[str]:
+    """Words as spoken: '15' and 'fifteen' are the same word, 'colour' and 'color' too."""
+    t = re.sub(r"\d+", lambda m: f" {_spoken(int(m.group()))} ", text.lower().replace("-", " "))
+    return re.sub(r"[^a-z0-9' ]+", " ", t.replace("colour", "color")).split()
+
+
+def wer(ref: str, hyp: str) -> float:
+    r, h = words(ref), words(hyp)
+    d = list(range(len(h) + 1))
+    for i, a in enumerate(r, 1):
+        prev, d[0] = d[0], i
+        for j, b in enumerate(h, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (a != b))
+    return d[len(h)] / max(1, len(r))
+
+
+@pytest.fixture(scope="module")
+def settings_default():
+    from agent.settings import Settings
+
+    return Settings.load()
+
+
+@pytest.fixture(scope="module")
+def default_stt(settings_default):
+    from agent.providers import local_stt
+
+    return local_stt(settings_default)
+
+
+QUESTIONS = Path(__file__).parent / "fixtures" / "questions"
+
+
+@pytest.mark.parametrize("name", [
+    "q01_capital_italy.wav",  # clean, en-gb-x-rp at 140 wpm
+    "q18_name_sofia_1_noise.wav",  # pink noise
+    "q16_largest_planet_8k_ulaw.wav",  # 8 kHz µ-law phone line
+    "q29_add_10_15.wav",
+])
+async def test_default_stt_hears_question_set_clips(default_stt, name):
+    """The default STT on unseen voices: short-window Whisper, phone audio included."""
+    manifest = {m["file"]: m for m in json.loads((QUESTIONS / "manifest.json").read_text())}
+    ev = await default_stt.recognize([frame_of(QUESTIONS / name)])
+    text = ev.alternatives[0].text
+    assert wer(manifest[name]["text"], text) <= 0.15, (manifest[name]["text"], text)
+
+
+async def test_short_window_is_used_for_a_short_turn(default_stt, fixtures):
+    clip = read_wav(fixtures / "capital_france.wav")
+    result = await asyncio.to_thread(default_stt.transcribe, clip.pcm.astype(np.float32) / 32768.0, "en")
+    assert result.window_s < 30 and "france" in result.text.lower()

@@ -86,7 +86,7 @@ async def test_llama_answers_capital(llama):
     assert "paris" in out.lower()
 
 
-async def test_llama_keeps_context(llama):
+async def test_llama_keeps_context(llama):  # the reply in the history is given, not generated
     out, _ = await ask(
         llama,
         ("user", "Hi, my name is Alice. Please remember it."),
@@ -144,3 +144,101 @@ async def test_piper_streams_sentence_by_sentence(piper):
     total = time.perf_counter() - t0
     await stream.aclose()
     assert first is not None and first < total * 0.6, (first, total)
+
+
+async def converse(model, *user_turns: str) -> list[str]:
+    """One conversation, turn by turn: each reply goes back into the history as the agent's."""
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=Settings.load().instructions)
+    replies = []
+    for text in user_turns:
+        ctx.add_message(role="user", content=text)
+        out = ""
+        async with model.chat(chat_ctx=ctx) as stream:
+            async for chunk in stream:
+                if chunk.delta and chunk.delta.content:
+                    out += chunk.delta.content
+        replies.append(out)
+        ctx.add_message(role="assistant", content=out)
+    return replies
+
+
+async def test_llama_recalls_a_name_from_history_alone(llama):
+    """Memory is the history the model sees: no regex, no injected 'the user's name is' note."""
+    replies = await converse(llama, "Hello, I'm Tobias and I live in Leeds.", "What is the opposite of up?",
+                             "What is my name?")
+    assert "tobias" in replies[-1].lower(), replies
+
+
+async def test_llama_next_turn_evaluates_only_what_is_new(llama):
+    """Turn 2's prompt extends turn 1's tokens exactly: llama.cpp reuses its evaluated prefix."""
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=Settings.load().instructions)
+    ctx.add_message(role="user", content="Which planet is known as the red planet?")
+    reply = ""
+    async with llama.chat(chat_ctx=ctx) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                reply += chunk.delta.content
+    first = llama.last_stats
+    cached_after_turn1 = llama.cached_tokens
+    assert first.completion_tokens > 0 and not first.skill
+    ctx.add_message(role="assistant", content=reply)
+    ctx.add_message(role="user", content="And which one is the largest?")
+    async with llama.chat(chat_ctx=ctx) as stream:
+        async for _ in stream:
+            pass
+    second = llama.last_stats
+    # Everything turn 1 left in the KV cache (its prompt and its reply) is a prefix of turn 2's prompt.
+    assert second.reused_tokens >= first.prompt_tokens + first.completion_tokens - 1, (first, second)
+    assert second.prompt_tokens > second.reused_tokens
+    # llama.cpp's own counter: only the new turn's tokens were evaluated (a few framing tokens
+    # plus "And which one is the largest?"), not the history.
+    assert second.evaluated_tokens <= second.prompt_tokens - second.reused_tokens + 1 < 30, second
+    assert cached_after_turn1[: second.reused_tokens] == llama.cached_tokens[: second.reused_tokens]
+
+
+async def test_llama_interrupted_reply_in_history_still_answers(llama):
+    """A reply cut short by the caller is kept as spoken; the next turn re-evaluates only from there."""
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=Settings.load().instructions)
+    ctx.add_message(role="user", content="Tell me a long story about a dragon.")
+    spoken = ""
+    stream = llama.chat(chat_ctx=ctx)
+    async for chunk in stream:
+        if chunk.delta and chunk.delta.content:
+            spoken += chunk.delta.content
+        if len(spoken.split()) >= 4:
+            break
+    await stream.aclose()
+    prompt1 = len(llama.prompt_tokens(llama.messages(ctx)))
+    ctx.add_message(role="assistant", content=" ".join(spoken.split()[:3]), interrupted=True)
+    ctx.add_message(role="user", content="Stop. What is the capital of Italy?")
+    out = ""
+    async with llama.chat(chat_ctx=ctx) as s:
+        async for chunk in s:
+            if chunk.delta and chunk.delta.content:
+                out += chunk.delta.content
+    assert "rome" in out.lower()
+    assert llama.last_stats.reused_tokens >= prompt1 - 1  # the history up to the cut reply was kept
+
+
+async def test_llama_skill_answers_arithmetic_exactly(llama):
+    out, _ = await ask(llama, ("user", "What is seventeen times twenty-three?"))
+    assert "391" in out and llama.last_stats.skill == "arithmetic"
+
+
+async def test_llama_skill_result_reaches_the_model_in_a_mixed_request(llama):
+    out, _ = await ask(llama, ("user", "What is the capital of Germany, and what is nineteen plus twenty-four?"))
+    assert "berlin" in out.lower() and "43" in out, out
+
+
+async def test_whisper_long_turn_takes_the_30s_path(whisper, fixtures):
+    """Speech longer than the short windows is still recognised whole (faster-whisper's 30 s path)."""
+    clips = [read_wav(fixtures / n).pcm for n in ("capital_france.wav", "joke_computers.wav")] * 3
+    audio = np.concatenate(clips).astype(np.float32) / 32768.0
+    assert len(audio) / 16000 > 21
+    result = await asyncio.to_thread(whisper.transcribe, audio, "en")
+    assert result.window_s == 30.0
+    # Both questions, each three times: the whole turn was recognised, not its first 30 s window.
+    assert result.text.lower().count("capital") >= 2 and "computer" in result.text.lower(), result.text

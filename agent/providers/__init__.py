@@ -37,14 +37,17 @@ def build_turn_detector() -> TurnJudge:
 
 def local_stt(settings: Settings) -> WhisperSTT:
     path = models.whisper_model(settings.stt_model, settings.model_dir)
-    return WhisperSTT(WhisperOptions(model_path=path, language=settings.stt_language))
+    w = settings.stt_window
+    windows = (w, *((20.0,) if w < 20 else ())) if w > 0 else ()
+    return WhisperSTT(WhisperOptions(model_path=path, language=settings.stt_language,
+                                     beam_size=settings.stt_beam_size, windows_s=windows))
 
 
 def local_llm(settings: Settings) -> LlamaLLM:
-    path = settings.local_llm_path or models.smollm2_gguf()
+    path = models.llm_gguf(settings.local_llm, settings.model_dir)
     return LlamaLLM(
         LlamaOptions(model_path=path, n_threads=settings.llm_threads, max_tokens=settings.llm_max_tokens,
-                     warmup_system=settings.instructions)
+                     warmup_system=settings.instructions, skills=settings.llm_skills)
     )
 
 

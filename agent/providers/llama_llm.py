@@ -3,14 +3,31 @@
 Tokens are generated in a worker thread and streamed to the event loop as they
 come, so TTS can start on the first sentence. An interrupted turn stops the
 generation at the next token.
+
+The prompt is built token by token, message by message, so that each turn's
+prompt extends the previous turn's tokens exactly: llama.cpp keeps the KV cache
+of the longest common prefix (`Llama.generate`), so a turn only evaluates what
+is new since the last reply (the caller's new words), not the whole history.
+What keeps the prefix stable:
+- every message is tokenized on its own between fixed role header/footer tokens,
+  so re-tokenizing the history gives the same tokens every turn;
+- the agent's own reply is represented by the very tokens it generated (not a
+  re-tokenization of its text), as long as the history holds that text unchanged;
+  a reply cut short by the caller is tokenized from what was actually spoken, which
+  only costs re-evaluating that reply;
+- old turns are dropped in blocks, only when the context would overflow, so the
+  prefix changes once per block rather than every turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
+import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +35,8 @@ from typing import Any
 from livekit.agents import llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import shortuuid
+
+from .. import skills
 
 logger = logging.getLogger("parley.llm")
 
@@ -27,16 +46,86 @@ _ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assista
 @dataclass
 class LlamaOptions:
     model_path: Path
-    n_ctx: int = 2048
+    n_ctx: int = 4096
     n_threads: int = 2
+    n_batch: int = 256
     max_tokens: int = 96
     temperature: float = 0.0  # greedy: short factual answers, reproducible tests
-    repeat_penalty: float = 1.1
-    # A small model drifts on long histories; the newest turns matter most on a call.
-    max_history_messages: int = 12
+    repeat_penalty: float = 1.0
+    # When the history outgrows the context, the oldest turns go this many messages at a time
+    # (one cache miss per block, not per turn).
+    trim_block_messages: int = 8
     # Instructions to pre-process at load: the first call then skips llama.cpp's cold start
-    # (~200 ms) and reuses the cached prompt prefix.
+    # and reuses the cached instructions prefix.
     warmup_system: str = ""
+    # Deterministic skills (agent/skills.py): arithmetic, counting, days, dates answered exactly.
+    skills: bool = True
+
+
+@dataclass
+class GenerationStats:
+    """What one generation cost; read by tests and scripts/bench_models.py."""
+
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens found in the KV cache (not evaluated again)
+    evaluated_tokens: int = 0  # prompt tokens llama.cpp actually evaluated (its own counter)
+    completion_tokens: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    skill: str = ""  # name of the skill that answered, if one did
+
+
+class ChatFormat:
+    """Token framing of one chat template, so a prompt can be built message by message.
+
+    ChatML (`<|im_start|>role ... <|im_end|>`: SmolLM2, Qwen2.5) is framed exactly. Any other
+    template is rendered whole by its Jinja template (correct, but with a weaker cache hit).
+    """
+
+    def __init__(self, llama: Any) -> None:
+        self._llama = llama
+        meta = getattr(llama, "metadata", {}) or {}
+        self.template: str = meta.get("tokenizer.chat_template", "") or ""
+        self.chatml = "<|im_start|>" in self.template or not self.template
+        self._cache: OrderedDict[tuple[str, str], list[int]] = OrderedDict()
+        self.bos: list[int] = llama.tokenize(b"", add_bos=True, special=True)
+        stops = {llama.token_eos()}
+        for piece in (b"<|im_end|>", b"<|endoftext|>", b"<end_of_turn>", b"<|eot_id|>"):
+            ids = llama.tokenize(piece, add_bos=False, special=True)
+            if len(ids) == 1:
+                stops.add(ids[0])
+        self.stop_ids = frozenset(stops)
+        self._formatter: Any = None
+        if not self.chatml:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            eos = llama.detokenize([llama.token_eos()], special=True).decode(errors="ignore")
+            bos = llama.detokenize(self.bos, special=True).decode(errors="ignore") if self.bos else ""
+            self._formatter = Jinja2ChatFormatter(template=self.template, eos_token=eos, bos_token=bos)
+
+    def _tok(self, kind: str, text: str) -> list[int]:
+        key = (kind, text)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._llama.tokenize(text.encode(), add_bos=False, special=kind == "frame")
+            self._cache[key] = hit
+            if len(self._cache) > 512:
+                self._cache.popitem(last=False)
+        return hit
+
+    def header(self, role: str) -> list[int]:
+        return self._tok("frame", f"<|im_start|>{role}\n")
+
+    def footer(self) -> list[int]:
+        return self._tok("frame", "<|im_end|>\n")
+
+    def content(self, text: str) -> list[int]:
+        return self._tok("text", text)
+
+    def render_whole(self, messages: list[dict[str, str]]) -> list[int]:
+        prompt = self._formatter(messages=messages).prompt
+        tokens = self._llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        return tokens if tokens[: len(self.bos)] == self.bos else self.bos + tokens
 
 
 class LlamaLLM(llm.LLM):
@@ -50,15 +139,20 @@ class LlamaLLM(llm.LLM):
             model_path=str(opts.model_path),
             n_ctx=opts.n_ctx,
             n_threads=opts.n_threads,
-            n_batch=256,
+            n_threads_batch=opts.n_threads,
+            n_batch=opts.n_batch,
             verbose=False,
         )
+        self._format = ChatFormat(self._llama)
         # llama.cpp contexts are not thread-safe: one generation at a time per process.
         self._lock = threading.Lock()
+        # Replies this model generated, by their text: the history carries text, the cache holds tokens.
+        self._replies: OrderedDict[str, list[int]] = OrderedDict()
+        self._fact_notes: OrderedDict[str, str] = OrderedDict()
+        self.last_stats = GenerationStats()
         warm = [{"role": "system", "content": opts.warmup_system}] if opts.warmup_system else []
-        self._llama.create_chat_completion(
-            messages=[*warm, {"role": "user", "content": "Hello"}], max_tokens=1  # type: ignore[list-item]
-        )
+        self.generate(self.prompt_tokens([*warm, {"role": "user", "content": "Hello"}]), lambda _t: None,
+                      threading.Event(), max_tokens=1)
         logger.info("llama model %s loaded in %.2fs", opts.model_path.name, time.perf_counter() - t0)
 
     @property
@@ -68,6 +162,15 @@ class LlamaLLM(llm.LLM):
     @property
     def provider(self) -> str:
         return "local"
+
+    @property
+    def options(self) -> LlamaOptions:
+        return self._opts
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """Tokens whose keys/values llama.cpp holds right now (the evaluated prefix)."""
+        return [int(t) for t in self._llama._input_ids]
 
     def chat(
         self,
@@ -79,14 +182,15 @@ class LlamaLLM(llm.LLM):
         tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
         extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
     ) -> LlamaStream:
-        # A 135M model cannot call tools reliably, so tools are not offered to it.
+        # A sub-1B model cannot call tools reliably, so tools are not offered to it.
         return LlamaStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
 
     def messages(self, chat_ctx: llm.ChatContext) -> list[dict[str, str]]:
-        """Chat-template messages: instructions first, then the recent turns in order.
+        """Chat messages in order: instructions first, then every turn.
 
-        System notes inside the conversation keep their place (the template allows it),
-        consecutive same-role turns are merged, and old turns are dropped first.
+        System notes inside the conversation keep their place (the template allows it) and
+        consecutive same-role turns are merged. Old turns are not dropped here: `prompt_tokens`
+        trims by tokens, in blocks, only when the context would overflow.
         """
         head: list[str] = []
         turns: list[dict[str, str]] = []
@@ -103,34 +207,126 @@ class LlamaLLM(llm.LLM):
                 turns[-1]["content"] += " " + text
             else:
                 turns.append({"role": role, "content": text})
-        turns = turns[-self._opts.max_history_messages :]
-        # A conversation opening with the assistant (our fixed greeting) sends SmolLM2 off
-        # into French ("Parley"); the greeting carries nothing the model needs.
+        # A conversation opening with the assistant (our fixed greeting) sends small models off
+        # topic (SmolLM2 answers in French to "Parley"); the greeting carries nothing they need.
         while turns and turns[0]["role"] == "assistant":
             turns = turns[1:]
+        if self._opts.skills:
+            for t in turns:
+                if t["role"] == "user" and (note := self._facts(t["content"])):
+                    t["content"] += note
         system = [{"role": "system", "content": "\n".join(head)}] if head else []
         return system + turns
 
-    def generate(self, messages: list[dict[str, str]], on_token: Any, stop: threading.Event) -> tuple[int, int]:
-        """Blocking generation; calls on_token(text) per token. Returns (prompt, completion) tokens."""
-        completion_tokens = 0
+    def _facts(self, text: str) -> str:
+        """Exact results for the computable parts of a request, appended for the model to use.
+
+        Remembered per text, so a time or date computed at one turn stays the same in later
+        turns' prompts (the cached prefix stays valid).
+        """
+        note = self._fact_notes.get(text)
+        if note is None:
+            found = skills.facts(text)
+            note = f" (Exact result: {' '.join(found)})" if found else ""
+            self._fact_notes[text] = note
+            while len(self._fact_notes) > 256:
+                self._fact_notes.popitem(last=False)
+        return note
+
+    def _message_tokens(self, msg: dict[str, str]) -> list[int]:
+        fmt = self._format
+        body = self._replies.get(msg["content"]) if msg["role"] == "assistant" else None
+        if body is None:
+            body = fmt.content(msg["content"])
+        return fmt.header(msg["role"]) + body + fmt.footer()
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt for the next reply: a token-exact extension of the previous turn's."""
+        budget = self._opts.n_ctx - self._opts.max_tokens - 8
+        if not self._format.chatml:
+            tokens = self._format.render_whole(messages)
+            while len(tokens) > budget and len(messages) > 2:
+                messages = messages[:1] + messages[3:]
+                tokens = self._format.render_whole(messages)
+            return tokens
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns = messages[len(system):]
+        head = list(self._format.bos)
+        for m in system:
+            head += self._message_tokens(m)
+        bodies = [self._message_tokens(m) for m in turns]
+        tail = self._format.header("assistant")
+        start, block = 0, max(self._opts.trim_block_messages, 2)
+        while (len(head) + sum(len(b) for b in bodies[start:]) + len(tail) > budget
+               and start < len(bodies) - 1):
+            start = min(start + block, len(bodies) - 1)
+            while start < len(bodies) - 1 and turns[start]["role"] != "user":
+                start += 1  # a trimmed history still opens with the caller
+        out = head
+        for b in bodies[start:]:
+            out += b
+        return out + tail
+
+    def _perf(self) -> tuple[int, int] | None:
+        try:
+            import llama_cpp
+
+            data = llama_cpp.llama_perf_context(self._llama._ctx.ctx)
+            return int(data.n_p_eval), int(data.n_eval)
+        except Exception:  # perf counters are optional in llama.cpp builds
+            return None
+
+    def generate(self, prompt: list[int] | list[dict[str, str]], on_token: Any, stop: threading.Event,
+                 max_tokens: int | None = None) -> GenerationStats:
+        """Blocking generation from prompt tokens (or chat messages); calls on_token(text) per piece."""
+        tokens: list[int] = (self.prompt_tokens(prompt) if prompt and isinstance(prompt[0], dict)  # type: ignore[arg-type]
+                             else prompt)  # type: ignore[assignment]
+        stats = GenerationStats(prompt_tokens=len(tokens))
+        limit = max_tokens or self._opts.max_tokens
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        generated: list[int] = []
+        text = ""
+        t0 = time.perf_counter()
         with self._lock:
-            stream = self._llama.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                stream=True,
-                max_tokens=self._opts.max_tokens,
-                temperature=self._opts.temperature,
-                repeat_penalty=self._opts.repeat_penalty,
-            )
-            for chunk in stream:
-                if stop.is_set():
+            cached = self._llama._input_ids
+            reused = 0
+            for a, b in zip(cached, tokens, strict=False):
+                if int(a) != b:
                     break
-                delta = chunk["choices"][0].get("delta", {}).get("content")  # type: ignore[index,union-attr]
-                if delta:
-                    completion_tokens += 1
-                    on_token(delta)
-            prompt_tokens = int(getattr(self._llama, "n_tokens", 0)) - completion_tokens
-        return max(prompt_tokens, 0), completion_tokens
+                reused += 1
+            stats.reused_tokens = min(reused, len(tokens) - 1)
+            before = self._perf()
+            for token in self._llama.generate(
+                tokens,
+                top_k=1 if self._opts.temperature <= 0 else 40,
+                temp=self._opts.temperature,
+                repeat_penalty=self._opts.repeat_penalty,
+            ):
+                if not generated:
+                    stats.ttft_s = time.perf_counter() - t0
+                    after = self._perf()
+                    stats.evaluated_tokens = (after[0] - before[0]) if after and before else (
+                        len(tokens) - stats.reused_tokens)
+                if token in self._format.stop_ids:
+                    break
+                generated.append(token)
+                piece = decoder.decode(self._llama.detokenize([token]))
+                if piece:
+                    text += piece
+                    on_token(piece)
+                if stop.is_set() or len(generated) >= limit:
+                    break
+            stats.completion_tokens = len(generated)
+        stats.total_s = time.perf_counter() - t0
+        reply = text.strip()
+        if reply and not stop.is_set():
+            # Only a reply whose text went out whole can stand for its tokens next turn.
+            self._replies[reply] = generated if text == reply else self._format.content(reply)
+            self._replies.move_to_end(reply)
+            while len(self._replies) > 64:
+                self._replies.popitem(last=False)
+        self.last_stats = stats
+        return stats
 
 
 class LlamaStream(llm.LLMStream):
@@ -152,12 +348,29 @@ class LlamaStream(llm.LLMStream):
         stop = threading.Event()
         messages = self._llama_llm.messages(self._chat_ctx)
 
+        answer = None
+        last_user = next((i for i in reversed(self._chat_ctx.items)
+                          if i.type == "message" and i.role == "user"), None)
+        if (self._llama_llm.options.skills and messages and messages[-1]["role"] == "user"
+                and last_user is not None):
+            answer = skills.answer((last_user.text_content or "").strip())
+        if answer is not None:
+            # A request a skill answers exactly needs no model: the answer is the reply.
+            self._llama_llm.last_stats = GenerationStats(skill=answer.skill)
+            # Word by word, as the model would stream it (TTS and transcription pace themselves on it).
+            for piece in re.findall(r"\S+\s*", answer.text):
+                self._event_ch.send_nowait(
+                    llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece))
+                )
+            return
+
         def on_token(text: str) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, text)
 
-        def run() -> tuple[int, int]:
+        def run() -> GenerationStats:
             try:
-                return self._llama_llm.generate(messages, on_token, stop)
+                tokens = self._llama_llm.prompt_tokens(messages)
+                return self._llama_llm.generate(tokens, on_token, stop)
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 
@@ -167,14 +380,15 @@ class LlamaStream(llm.LLMStream):
                 self._event_ch.send_nowait(
                     llm.ChatChunk(id=request_id, delta=llm.ChoiceDelta(role="assistant", content=text))
                 )
-            prompt_tokens, completion_tokens = await fut
+            stats = await fut
             self._event_ch.send_nowait(
                 llm.ChatChunk(
                     id=request_id,
                     usage=llm.CompletionUsage(
-                        completion_tokens=completion_tokens,
-                        prompt_tokens=prompt_tokens,
-                        total_tokens=prompt_tokens + completion_tokens,
+                        completion_tokens=stats.completion_tokens,
+                        prompt_tokens=stats.prompt_tokens,
+                        prompt_cached_tokens=stats.reused_tokens,
+                        total_tokens=stats.prompt_tokens + stats.completion_tokens,
                     ),
                 )
             )

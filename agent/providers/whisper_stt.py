@@ -1,8 +1,16 @@
-"""Local speech-to-text: faster-whisper (CTranslate2, int8) as a livekit-agents STT plugin.
+"""Local speech-to-text: Whisper on CTranslate2 (int8) as a livekit-agents STT plugin.
 
 Whisper is not a streaming model: the session wraps this class in
 `stt.StreamAdapter` with the VAD, so each VAD speech segment is recognized
 once, as soon as the speaker pauses.
+
+Why not `faster_whisper.WhisperModel.transcribe` for every turn: it pads each
+segment to Whisper's 30 s window, so a 2 s question pays for encoding 28 s of
+padding (0.45-0.55 s of CPU on 2 cores for tiny.en). CTranslate2 accepts a
+shorter mel input (the encoder adds only the first positions of its table), so
+a turn is encoded on a window just longer than the speech, rounded up to a few
+fixed sizes. Turns longer than the largest window take the 30 s path
+(faster-whisper's own segmentation), unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -23,20 +32,45 @@ from ..audio import resample
 logger = logging.getLogger("parley.stt")
 
 SAMPLE_RATE = 16000
+FRAMES_PER_SECOND = 100  # Whisper's mel hop is 10 ms
 
 
 @dataclass
 class WhisperOptions:
     model_path: Path
     language: str = "en"
-    # Beam search costs little next to the 30 s encoder pass and fixes most of tiny.en's slips
-    # on 8 kHz phone audio ("capital and friends" -> "capital of France").
+    # Measured on the question set (scripts/bench_models.py), base on the 10 s window: beam 5
+    # cuts the word error rate from 0.29 to 0.23 for ~45 ms more per turn.
     beam_size: int = 5
     cpu_threads: int = 2
+    # Encoder window sizes (seconds) for the short path: the smallest one that holds the speech
+    # plus `window_margin_s` is used; longer speech takes the 30 s path. Measured on the question
+    # set (scripts/bench_models.py): a 10 s window keeps the 30 s path's word error rate at a
+    # third of its cost, while 6 s windows make base loop and mishear phone audio (WER 0.5).
+    # An empty tuple means the 30 s path for everything.
+    windows_s: tuple[float, ...] = (10.0, 20.0)
+    window_margin_s: float = 1.0
+    # Fill the window with real silence (as OpenAI's Whisper pads its 30 s window) rather than
+    # with zero-valued features (as faster-whisper does).
+    pad_with_silence: bool = True
     # Segments Whisper itself thinks are not speech (noise that slipped past the VAD)
     # are dropped instead of becoming a hallucinated "Thank you." turn.
     no_speech_threshold: float = 0.6
     min_avg_logprob: float = -1.0
+    # Text Whisper is told came just before the turn (its "previous text" prompt), e.g. the agent's
+    # greeting: it primes the decoder for a conversational question. Empty: no prompt.
+    prompt: str = ""
+    # A greedy decoder can loop on noise; a spoken turn never needs more tokens than this per second.
+    max_tokens_per_s: float = 8.0
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str
+    language_probability: float
+    window_s: float  # encoder window used; 30 for the long path
+    seconds: float  # wall time of the recognition
 
 
 class WhisperSTT(stt.STT):
@@ -45,6 +79,7 @@ class WhisperSTT(stt.STT):
             capabilities=stt.STTCapabilities(streaming=False, interim_results=False)
         )
         from faster_whisper import WhisperModel  # heavy import, only where used
+        from faster_whisper.tokenizer import Tokenizer
 
         self._opts = opts
         t0 = time.perf_counter()
@@ -55,29 +90,96 @@ class WhisperSTT(stt.STT):
             cpu_threads=opts.cpu_threads,
             num_workers=1,
         )
-        self._multilingual = self._model.model.is_multilingual
-        # One warm-up pass so the first caller does not pay for lazy initialisation.
-        self._transcribe(np.zeros(SAMPLE_RATE // 2, dtype=np.float32), opts.language)
+        self._multilingual = bool(self._model.model.is_multilingual)
+        self._tokenizer_cls = Tokenizer
+        self._tokenizers: dict[str, Any] = {}
+        # One warm-up pass per window size so the first caller does not pay for lazy
+        # initialisation (CTranslate2 allocates per input shape).
+        for w in opts.windows_s or (1.0,):
+            self.transcribe(np.zeros(int(SAMPLE_RATE * max(w - opts.window_margin_s, 0.5)), np.float32),
+                            opts.language)
         logger.info("whisper model %s loaded in %.2fs", opts.model_path.name, time.perf_counter() - t0)
 
     @property
     def model(self) -> str:
-        return f"faster-whisper/{self._opts.model_path.name}"
+        return f"whisper-ct2/{self._opts.model_path.name}"
 
     @property
     def provider(self) -> str:
         return "local"
 
-    def _transcribe(self, audio: np.ndarray, language: str | None) -> tuple[str, str, float]:
+    def _tokenizer(self, language: str) -> Any:
         lang = language if self._multilingual else "en"
+        tok = self._tokenizers.get(lang)
+        if tok is None:
+            tok = self._tokenizer_cls(self._model.hf_tokenizer, self._multilingual, task="transcribe",
+                                      language=lang if self._multilingual else None)
+            self._tokenizers[lang] = tok
+        return tok
+
+    def window_for(self, seconds: float) -> float | None:
+        """The short-path window for speech of this length, or None for the 30 s path."""
+        need = seconds + self._opts.window_margin_s
+        return next((w for w in sorted(self._opts.windows_s) if w >= need), None)
+
+    def transcribe(self, audio: np.ndarray, language: str | None) -> Transcript:
+        """Blocking recognition of mono float32 16 kHz audio (runs in a worker thread)."""
+        t0 = time.perf_counter()
+        lang = (language or "en") if self._multilingual else "en"
+        window = self.window_for(len(audio) / SAMPLE_RATE)
+        if window is None:
+            text, detected, prob = self._transcribe_long(audio, lang)
+            window = 30.0
+        else:
+            text, prob = self._transcribe_window(audio, lang, window)
+            detected = lang
+        return Transcript(text, detected, prob, window, time.perf_counter() - t0)
+
+    def _transcribe_window(self, audio: np.ndarray, language: str, window: float) -> tuple[str, float]:
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        tokenizer = self._tokenizer(language)
+        frames = int(window * FRAMES_PER_SECOND)
+        speech_s = len(audio) / SAMPLE_RATE
+        # Mel of the audio (minus the extra frame the STFT padding adds), filled up to the window
+        # with the mel of silence (or with zero features, as faster-whisper fills its 30 s window).
+        if self._opts.pad_with_silence:
+            want = frames * 160
+            audio = np.pad(audio, (0, max(0, want - len(audio))))
+        feats = self._model.feature_extractor(audio)[:, :-1][:, :frames]
+        if feats.shape[1] < frames:
+            feats = np.pad(feats, ((0, 0), (0, frames - feats.shape[1])))
+        encoded = self._model.encode(np.ascontiguousarray(feats, dtype=np.float32))
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if self._opts.prompt:
+            prompt = [tokenizer.sot_prev, *tokenizer.encode(" " + self._opts.prompt.strip())[-200:], *prompt]
+        max_new = int(self._opts.max_tokens_per_s * speech_s) + 8
+        result = self._model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=self._opts.beam_size,
+            max_length=min(len(prompt) + max_new, 448),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        )[0]
+        tokens = result.sequences_ids[0]
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
+        if result.no_speech_prob > self._opts.no_speech_threshold and avg_logprob < self._opts.min_avg_logprob:
+            return "", 1.0 - result.no_speech_prob
+        return tokenizer.decode(tokens).strip(), 1.0 - result.no_speech_prob
+
+    def _transcribe_long(self, audio: np.ndarray, language: str) -> tuple[str, str, float]:
         segments, info = self._model.transcribe(
             audio,
-            language=lang or None,
-            beam_size=self._opts.beam_size,
+            language=language,
+            beam_size=max(self._opts.beam_size, 1),
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,
             temperature=0.0,
+            initial_prompt=self._opts.prompt or None,
         )
         texts = [
             s.text
@@ -98,10 +200,13 @@ class WhisperSTT(stt.STT):
     ) -> stt.SpeechEvent:
         audio = to_whisper_input(buffer)
         lang = language if isinstance(language, str) and language else self._opts.language
-        text, detected, prob = await asyncio.to_thread(self._transcribe, audio, lang)
+        result = await asyncio.to_thread(self.transcribe, audio, lang)
+        logger.debug("stt %.2fs audio, window %.0fs, %.0f ms: %r", len(audio) / SAMPLE_RATE, result.window_s,
+                     result.seconds * 1000, result.text)
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
-            alternatives=[stt.SpeechData(language=detected or lang, text=text, confidence=prob)],
+            alternatives=[stt.SpeechData(language=result.language or lang, text=result.text,
+                                         confidence=result.language_probability)],
         )
 
 

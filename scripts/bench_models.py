@@ -1,0 +1,326 @@
+"""Model-level benchmark on the question set: what the caller says, what the agent hears, what it answers.
+
+No servers, no WebRTC: the STT and LLM providers the worker uses, in this process, on
+tests/fixtures/questions (the "questions" clips). Prints, per round and as median/p90 over rounds:
+- STT word error rate (overall, clean / pink noise / 8 kHz phone) and latency per utterance;
+- answer correctness from the manifest text and from the STT transcript (each call's turns in
+  order, in one conversation, so memory questions see the earlier turns);
+- LLM time to first token at turn 1 and turn 10 of one conversation (skills off, so every turn
+  reaches the model);
+- RSS of this process with the models loaded.
+
+    .venv/bin/python scripts/bench_models.py --rounds 3
+    .venv/bin/python scripts/bench_models.py --stt-model base --llm-model smollm2-135m --json out.json
+
+Run it under the heavy-work lock (`flock /tmp/parley-heavy.lock ...`): it loads models and
+uses both cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from livekit.agents import llm  # noqa: E402
+
+from agent import models  # noqa: E402
+from agent.audio import resample  # noqa: E402
+from agent.providers.llama_llm import LlamaLLM, LlamaOptions  # noqa: E402
+from agent.providers.whisper_stt import WhisperOptions, WhisperSTT  # noqa: E402
+from agent.settings import DEFAULT_INSTRUCTIONS  # noqa: E402
+from harness.audio import read_wav  # noqa: E402
+
+QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
+
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SPELLING = {"colour": "color", "colours": "colors", "grey": "gray", "favourite": "favorite",
+             "okay": "ok", "mm": "mhm", "hmm": "mhm"}
+
+
+def _num_words(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + _num_words(n % 100))
+    return str(n)
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower case, no punctuation, numbers as words, one spelling: WER counts words, not style."""
+    t = text.lower().replace("’", "'").replace("-", " ")
+    t = re.sub(r"\d+", lambda m: " " + _num_words(int(m.group())) + " ", t)
+    t = re.sub(r"[^a-z' ]+", " ", t)
+    words = [w.strip("'") for w in t.split()]
+    return [_SPELLING.get(w, w) for w in words if w]
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)]
+
+
+def matches(expect: Any, reply: str) -> bool:
+    """The manifest's `expect`: {"any": [...]} / {"all": [...]}, items strings or nested expects."""
+    if expect is None:
+        return True
+    if isinstance(expect, str):
+        text = " " + " ".join(normalize_words(reply)) + " "
+        alts = {" " + " ".join(normalize_words(expect)) + " "}
+        return any(a in text for a in alts) or expect.lower() in reply.lower()
+    if "any" in expect:
+        return any(matches(e, reply) for e in expect["any"])
+    if "all" in expect:
+        return all(matches(e, reply) for e in expect["all"])
+    raise ValueError(f"unknown expect {expect!r}")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+TRIM = True
+
+
+def speech_segment(path: Path) -> np.ndarray:
+    """The clip as the VAD would hand it to the STT: speech plus ~0.2 s either side, 16 kHz float."""
+    clip = read_wav(path)
+    pcm = resample(clip.pcm, clip.sample_rate, 16000)
+    bounds = clip.speech_bounds_s()
+    if bounds is not None and TRIM:
+        a, b = bounds
+        pcm = pcm[max(0, int((a - 0.2) * 16000)): int((b + 0.3) * 16000)]
+    return pcm.astype(np.float32) / 32768.0
+
+
+def condition(item: dict[str, Any]) -> str:
+    return "phone" if item.get("phone") else ("noise" if item.get("noise") else "clean")
+
+
+def load_questions(directory: Path) -> list[dict[str, Any]]:
+    manifest = json.loads((directory / "manifest.json").read_text())
+    return [m for m in manifest if m.get("set", "questions") == "questions"]
+
+
+def calls(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    by_call: dict[str, list[dict[str, Any]]] = {}
+    for m in items:
+        by_call.setdefault(m.get("call") or m["file"], []).append(m)
+    return [sorted(v, key=lambda m: m.get("order", 1)) for v in by_call.values()]
+
+
+async def reply_to(model: LlamaLLM, ctx: llm.ChatContext) -> str:
+    out = ""
+    async with model.chat(chat_ctx=ctx) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                out += chunk.delta.content
+    return out.strip()
+
+
+async def converse(model: LlamaLLM, turns: list[str], instructions: str) -> list[tuple[str, Any]]:
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=instructions)
+    out = []
+    for text in turns:
+        ctx.add_message(role="user", content=text)
+        reply = await reply_to(model, ctx)
+        out.append((reply, model.last_stats))
+        ctx.add_message(role="assistant", content=reply)
+    return out
+
+
+def run_stt(stt: WhisperSTT, items: list[dict[str, Any]], directory: Path) -> dict[str, Any]:
+    rows = []
+    for m in items:
+        audio = speech_segment(directory / m["file"])
+        r = stt.transcribe(audio, "en")
+        ref, hyp = normalize_words(m["text"]), normalize_words(r.text)
+        rows.append({"file": m["file"], "condition": condition(m), "text": r.text, "errors": edit_distance(ref, hyp),
+                     "words": len(ref), "seconds": r.seconds, "audio_s": len(audio) / 16000, "window_s": r.window_s})
+    out: dict[str, Any] = {"rows": rows}
+    for cond in ("all", "clean", "noise", "phone"):
+        sel = [r for r in rows if cond == "all" or r["condition"] == cond]
+        out[f"wer_{cond}"] = sum(r["errors"] for r in sel) / max(1, sum(r["words"] for r in sel))
+    secs = [r["seconds"] for r in rows]
+    out["latency_median_s"], out["latency_p90_s"] = statistics.median(secs), pct(secs, 0.9)
+    return out
+
+
+async def run_answers(model: LlamaLLM, items: list[dict[str, Any]], transcripts: dict[str, str] | None,
+                      instructions: str) -> dict[str, Any]:
+    rows = []
+    for call in calls(items):
+        texts = [transcripts[m["file"]] if transcripts else m["text"] for m in call]
+        replies = await converse(model, texts, instructions)
+        for m, text, (reply, stats) in zip(call, texts, replies, strict=True):
+            if m.get("expect") is None:
+                continue
+            rows.append({"file": m["file"], "category": m.get("category"), "heard": text, "reply": reply,
+                         "ok": matches(m["expect"], reply), "ttft_s": stats.ttft_s, "skill": stats.skill})
+    return {"rows": rows, "correct": sum(r["ok"] for r in rows) / max(1, len(rows)), "n": len(rows)}
+
+
+async def run_ttft(model: LlamaLLM, items: list[dict[str, Any]], instructions: str, turns: int,
+                   offset: int) -> list[float]:
+    """TTFT per turn of one long conversation; skills off so every turn reaches the model."""
+    texts = [m["text"] for m in items]
+    texts = [texts[(offset + i) % len(texts)] for i in range(turns)]
+    saved = model.options.skills
+    model.options.skills = False
+    try:
+        replies = await converse(model, texts, instructions)
+    finally:
+        model.options.skills = saved
+    return [s.ttft_s for _, s in replies]
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def summarize(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3f} p90 {pct(values, 0.9):.3f}" if values else "n/a"
+
+
+async def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--questions", type=Path, default=QUESTIONS)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--stt-model", default="tiny.en", help="tiny.en | base | CTranslate2 Whisper directory")
+    p.add_argument("--beam", type=int, default=1)
+    p.add_argument("--windows", default="10,20", help="short-path windows in seconds, or 'none' (30 s path)")
+    p.add_argument("--stt-prompt", default="", help="text Whisper is told preceded each turn")
+    p.add_argument("--pad", choices=("silence", "zeros"), default="silence",
+                   help="fill the short window with silent audio or zero features")
+    p.add_argument("--llm-model", default="qwen2.5-0.5b", help="qwen2.5-0.5b | smollm2-135m | path to a GGUF")
+    p.add_argument("--no-skills", action="store_true", help="every question goes to the LLM")
+    p.add_argument("--ttft-turns", type=int, default=10)
+    p.add_argument("--instructions", default=DEFAULT_INSTRUCTIONS)
+    p.add_argument("--model-dir", type=Path, default=Path.home() / ".cache" / "parley")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: stt,text,heard,ttft")
+    p.add_argument("--no-trim", action="store_true", help="whole clips (with their silences), not VAD-like segments")
+    p.add_argument("--json", type=Path, help="write every row here")
+    p.add_argument("--verbose", "-v", action="store_true", help="print each transcript and reply")
+    a = p.parse_args()
+    global TRIM
+    TRIM = not a.no_trim
+    skip = set(filter(None, a.skip.split(",")))
+    items = load_questions(a.questions)
+    windows = () if a.windows == "none" else tuple(float(w) for w in a.windows.split(","))
+
+    rss0 = rss_mb()
+    t0 = time.perf_counter()
+    stt = WhisperSTT(WhisperOptions(model_path=models.whisper_model(a.stt_model, a.model_dir), beam_size=a.beam,
+                                    windows_s=windows, pad_with_silence=a.pad == "silence",
+                                    prompt=a.stt_prompt))
+    t_stt = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = None if skip >= {"text", "heard", "ttft"} else LlamaLLM(LlamaOptions(model_path=models.llm_gguf(a.llm_model, a.model_dir), skills=not a.no_skills,
+                                  warmup_system=a.instructions))
+    t_llm = time.perf_counter() - t0
+    print(f"# {len(items)} questions from {a.questions}; stt={a.stt_model} beam={a.beam} windows={a.windows} "
+          f"llm={model.model if model else '-'} skills={not a.no_skills}")
+    print(f"# load: stt {t_stt:.2f}s, llm {t_llm:.2f}s; RSS {rss0:.0f} -> {rss_mb():.0f} MB")
+
+    agg: dict[str, list[float]] = {}
+    dump: list[dict[str, Any]] = []
+
+    def add(key: str, value: float) -> None:
+        agg.setdefault(key, []).append(value)
+
+    for rnd in range(a.rounds):
+        line = [f"round {rnd + 1}:"]
+        transcripts = None
+        if "stt" not in skip:
+            s = run_stt(stt, items, a.questions)
+            transcripts = {r["file"]: r["text"] for r in s["rows"]}
+            for k in ("wer_all", "wer_clean", "wer_noise", "wer_phone"):
+                add(k, s[k])
+            agg.setdefault("stt_s", []).extend(r["seconds"] for r in s["rows"])
+            line.append(f"WER {s['wer_all']:.3f} (clean {s['wer_clean']:.3f} noise {s['wer_noise']:.3f} "
+                        f"phone {s['wer_phone']:.3f}) STT median {s['latency_median_s'] * 1000:.0f} ms "
+                        f"p90 {s['latency_p90_s'] * 1000:.0f} ms")
+            if a.verbose and rnd == 0:
+                for r in s["rows"]:
+                    if r["errors"]:
+                        print(f"  stt {r['file']}: {r['text']!r} ({r['errors']} errors)")
+            dump.append({"round": rnd, "part": "stt", **s})
+        if model is None:
+            print(" ".join(line), flush=True)
+            continue
+        if "text" not in skip:
+            ans = await run_answers(model, items, None, a.instructions)
+            add("correct_text", ans["correct"])
+            agg.setdefault("ttft_any_s", []).extend(r["ttft_s"] for r in ans["rows"] if not r["skill"])
+            line.append(f"correct from text {ans['correct'] * 100:.0f}% of {ans['n']}")
+            if a.verbose and rnd == 0:
+                for r in ans["rows"]:
+                    print(f"  {'ok ' if r['ok'] else 'BAD'} {r['file']}: {r['heard']!r} -> {r['reply']!r}")
+            dump.append({"round": rnd, "part": "text", **ans})
+        if "heard" not in skip and transcripts is not None:
+            ans = await run_answers(model, items, transcripts, a.instructions)
+            add("correct_heard", ans["correct"])
+            line.append(f"from transcript {ans['correct'] * 100:.0f}%")
+            if a.verbose and rnd == 0:
+                for r in ans["rows"]:
+                    if not r["ok"]:
+                        print(f"  BAD(heard) {r['file']}: {r['heard']!r} -> {r['reply']!r}")
+            dump.append({"round": rnd, "part": "heard", **ans})
+        if "ttft" not in skip:
+            ttft = await run_ttft(model, items, a.instructions, a.ttft_turns, offset=rnd * 7)
+            add("ttft_turn1_s", ttft[0])
+            add("ttft_turn10_s", ttft[-1])
+            line.append(f"TTFT turn 1 {ttft[0] * 1000:.0f} ms, turn {len(ttft)} {ttft[-1] * 1000:.0f} ms "
+                        f"(prompt {model.last_stats.prompt_tokens} tok, evaluated {model.last_stats.evaluated_tokens})")
+            dump.append({"round": rnd, "part": "ttft", "ttft_s": ttft})
+        print(" ".join(line), flush=True)
+
+    print("# summary over rounds (median, p90)")
+    for k, v in agg.items():
+        scale, unit = (1000, " ms") if k.endswith("_s") else (1, "")
+        vals = [x * scale for x in v]
+        print(f"{k:>16}: median {statistics.median(vals):.3f}{unit}  p90 {pct(vals, 0.9):.3f}{unit}  (n={len(vals)})")
+    print(f"# RSS now {rss_mb():.0f} MB, peak {hwm_mb():.0f} MB (STT + LLM only; VAD, end-of-turn and Piper add "
+          f"~0.4 GB in a job process)")
+    if a.json:
+        a.json.write_text(json.dumps({"args": vars(a) | {"questions": str(a.questions), "model_dir": str(a.model_dir),
+                                                        "json": str(a.json)}, "summary": agg, "rounds": dump},
+                                     indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
