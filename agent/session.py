@@ -18,9 +18,9 @@ from .settings import Settings
 # Spoken by the local pipeline when it takes a call over from a failed realtime model.
 REALTIME_LOST = "Sorry, I lost my connection for a moment. Could you say that again?"
 
-# Silence after a barge-in that turned out to be a backchannel (no words reached the
-# framework) before the paused reply resumes. It must outlast Whisper on a short segment,
-# or a "stop" would let the reply resume for a moment before the transcript stops it.
+# Silence after the caller's voice paused the reply before the framework settles the pause
+# as a false interruption (agent/barge_in.py resumes a backchannel sooner). It must outlast
+# Whisper on a short segment, or a "stop" would let the reply resume for a moment first.
 FALSE_INTERRUPTION_TIMEOUT_S = 0.8
 
 
@@ -71,8 +71,9 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
             },
             # "adaptive" interruption needs LiveKit's cloud; VAD barge-in works offline.
             # The caller's voice pauses the reply after `min_duration` of speech; the words
-            # then decide: a backchannel resumes it after `false_interruption_timeout`,
-            # anything else interrupts it (agent/barge_in.py).
+            # then decide: a backchannel (or no words) resumes it at once, anything else
+            # interrupts it (agent/barge_in.py). The timeout settles a pause no transcript
+            # ever resolved.
             "interruption": {
                 "mode": "vad",
                 "min_duration": settings.interrupt_min_duration,
