@@ -11,7 +11,9 @@ Two questions the audio cannot answer on its own, asked of Whisper's punctuated 
   the longest.
 - Is this talking over the agent only a backchannel? (`is_backchannel`) "uh-huh",
   "yeah", "okay", "right", "mm-hmm" said while the agent speaks are the caller
-  listening, not asking for the floor; "stop", "wait" and anything with content are not.
+  listening, not asking for the floor; "stop", "wait", "no", a question or a request are
+  not. A lone word that is none of those counts as listening too: Whisper often
+  misspells a short listening noise ("yet.", "them.").
 
 Pure functions on strings: no models, nothing to load (tests/test_turns.py).
 """
@@ -137,4 +139,8 @@ def is_backchannel(text: str) -> bool:
     if any(w in _STOP_WORDS for w in words):
         return False
     phrase = " ".join(words)
-    return phrase in _BACKCHANNEL_PHRASES or all(w in _BACKCHANNEL_WORDS for w in words)
+    if phrase in _BACKCHANNEL_PHRASES or all(w in _BACKCHANNEL_WORDS for w in words):
+        return True
+    # A lone word that is neither a stop word nor a request is not a bid for the floor:
+    # most often it is a listening noise Whisper misspelled ("mm-hmm" heard as "them.").
+    return len(words) == 1 and words[0] not in _REQUEST_VERBS and not words[0].isdigit()

@@ -77,12 +77,13 @@ def test_statements_and_unpunctuated_phrases_are_open(text: str) -> None:
 
 
 @pytest.mark.parametrize("text", ["Uh-huh.", "Mm-hmm.", "Yeah.", "Okay.", "Right.", "Yeah, yeah.",
-                                  "Oh, okay.", "Mhm.", "Sure.", "I see."])
+                                  "Oh, okay.", "Mhm.", "Sure.", "I see.", "Hmm.", "Ha."])
 def test_backchannels(text: str) -> None:
     assert is_backchannel(text)
 
 
-@pytest.mark.parametrize("text", ["Stop.", "Wait.", "Hold on.", "No, no.", "Sorry?", "Okay, stop.",
+@pytest.mark.parametrize("text", ["Stop.", "Wait.", "Hold on.", "No, no.", "Sorry?", "Okay, stop.", "No.", "Repeat.",
+                                  "Why?", "7.",
                                   "Yeah, but what about Tuesday?", "Right, how much is it?",
                                   "Okay so tell me more about the second one", ""])
 def test_not_backchannels(text: str) -> None:
