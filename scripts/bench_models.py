@@ -39,7 +39,6 @@ from agent import models  # noqa: E402
 from agent.audio import resample  # noqa: E402
 from agent.providers.llama_llm import LlamaLLM, LlamaOptions  # noqa: E402
 from agent.providers.whisper_stt import WhisperOptions, WhisperSTT  # noqa: E402
-from agent.settings import DEFAULT_INSTRUCTIONS  # noqa: E402
 from harness.audio import read_wav  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
@@ -216,20 +215,25 @@ def summarize(values: list[float]) -> str:
 
 
 async def main() -> int:
+    from agent.settings import Settings
+
+    cfg = Settings.load()  # defaults: what the worker runs (PARLEY_STT_MODEL, PARLEY_LLM_MODEL, ...)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--questions", type=Path, default=QUESTIONS)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--stt-model", default="tiny.en", help="tiny.en | base | CTranslate2 Whisper directory")
-    p.add_argument("--beam", type=int, default=1)
-    p.add_argument("--windows", default="10,20", help="short-path windows in seconds, or 'none' (30 s path)")
+    p.add_argument("--stt-model", default=cfg.stt_model, help="tiny.en | base | CTranslate2 Whisper directory")
+    p.add_argument("--beam", type=int, default=cfg.stt_beam_size)
+    default_windows = (f"{cfg.stt_window:g},20" if 0 < cfg.stt_window < 20 else f"{cfg.stt_window:g}"
+                       if cfg.stt_window else "none")
+    p.add_argument("--windows", default=default_windows, help="short-path windows in seconds, or 'none' (30 s path)")
     p.add_argument("--stt-prompt", default="", help="text Whisper is told preceded each turn")
     p.add_argument("--pad", choices=("silence", "zeros"), default="silence",
                    help="fill the short window with silent audio or zero features")
-    p.add_argument("--llm-model", default="qwen2.5-0.5b", help="qwen2.5-0.5b | smollm2-135m | path to a GGUF")
+    p.add_argument("--llm-model", default=cfg.local_llm, help="qwen2.5-0.5b | smollm2-135m | path to a GGUF")
     p.add_argument("--no-skills", action="store_true", help="every question goes to the LLM")
     p.add_argument("--ttft-turns", type=int, default=10)
-    p.add_argument("--instructions", default=DEFAULT_INSTRUCTIONS)
-    p.add_argument("--model-dir", type=Path, default=Path.home() / ".cache" / "parley")
+    p.add_argument("--instructions", default=cfg.instructions)
+    p.add_argument("--model-dir", type=Path, default=cfg.model_dir)
     p.add_argument("--skip", default="", help="comma list of parts to skip: stt,text,heard,ttft")
     p.add_argument("--no-trim", action="store_true", help="whole clips (with their silences), not VAD-like segments")
     p.add_argument("--json", type=Path, help="write every row here")
