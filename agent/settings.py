@@ -90,9 +90,11 @@ class Settings(BaseSettings):
     fallback: bool = Field(False, alias="PARLEY_FALLBACK")
 
     # Local models
-    # base | tiny.en | a CTranslate2 Whisper dir. base (multilingual) on a 10 s window, beam 5: word error
-    # rate 0.23 on the question set in ~0.3 s, where tiny.en on the 30 s window had 0.31 in ~0.45 s.
-    stt_model: str = Field("base", alias="PARLEY_STT_MODEL")
+    # tiny.en | base | a CTranslate2 Whisper dir. On the question set (scripts/bench_models.py), on a
+    # 10 s window with beam 5: tiny.en word error rate 0.25 in ~0.15 s, base 0.23 in ~0.31 s (better on
+    # 8 kHz phone audio, 0.43 vs 0.51, but it hears "uh-huh" as "Ha ha!"); the 30 s window cost
+    # tiny.en ~0.45-0.65 s for the same errors.
+    stt_model: str = Field("tiny.en", alias="PARLEY_STT_MODEL")
     stt_language: str = Field("en", alias="PARLEY_STT_LANGUAGE")
     stt_beam_size: int = Field(5, ge=1, le=10, alias="PARLEY_STT_BEAM_SIZE")
     # Whisper encodes a turn on a window this long (s) instead of its 30 s one; 0 = always 30 s.
