@@ -17,6 +17,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from agent.settings import Settings
 from harness.devstack import LiveKitServer, TokenService, Worker
 
+from .conftest import wait_for
 from .test_browser_errors import CHROMIUM_ARGS, CHROMIUM_PATH, ensure_frontend
 
 pytestmark = pytest.mark.e2e
@@ -73,8 +74,20 @@ def agent_lines(page: Page):
     return page.locator("#transcript li.agent .text")
 
 
+def report_with_listener_figure(report_dir: Path, since: float, heard_ms: float) -> dict | None:
+    """The session report written after `since` whose turn carries the page's figure."""
+    for path in report_dir.glob("*.json"):
+        if path.stat().st_mtime < since:
+            continue
+        report = json.loads(path.read_text())
+        if any(t.get("listener_latency_ms") is not None and abs(t["listener_latency_ms"] - heard_ms) < 1.0
+               for t in report.get("turns", [])):
+            return report
+    return None
+
+
 def test_browser_call_greeting_voice_and_chat(web: TokenService, worker: Worker, fixtures: Path,
-                                             out_dir: Path, tmp_path: Path) -> None:
+                                             out_dir: Path, report_dir: Path, tmp_path: Path) -> None:
     wav = padded_wav(fixtures / "capital_france.wav", tmp_path / "mic.wav", LEAD_SILENCE_S, 2.0)
     console: list[str] = []
     with sync_playwright() as p:
@@ -114,8 +127,19 @@ def test_browser_call_greeting_voice_and_chat(web: TokenService, worker: Worker,
             page.wait_for_function(playing, timeout=10_000)
             state = page.locator("#agent-state").get_attribute("data-state")
             assert state in ("listening", "thinking", "speaking"), state
+
+            # Listener's-ear latency: the page measured the spoken turn (its own VAD on the
+            # microphone, an analyser on the agent's track) and drew the agent's stages beside it.
+            row = page.locator("#waterfall li.turn[data-heard-ms]").first
+            expect(row).to_be_visible(timeout=30_000)
+            expect(row.locator(".bar.llm")).to_have_count(1, timeout=30_000)
+            expect(row.locator(".bar.net")).to_have_count(1)
+            heard_ms = float(row.get_attribute("data-heard-ms") or "nan")
+            assert 100 < heard_ms < 20_000, heard_ms
+            started_wall = time.time() - (time.monotonic() - t0)
             shot = out_dir / "browser-call.png"
             page.screenshot(path=str(shot), full_page=True)
+            page.locator("#latency").screenshot(path=str(out_dir / "browser-waterfall.png"))
 
             # Chat: a typed question gets an answer from the agent.
             before = agent_lines(page).count()
@@ -135,6 +159,10 @@ def test_browser_call_greeting_voice_and_chat(web: TokenService, worker: Worker,
             expect(page.locator("#error")).to_be_hidden()
             expect(page.get_by_role("button", name="Start call")).to_be_enabled()
             page.screenshot(path=str(out_dir / "browser-ended.png"), full_page=True)
+
+            # The page's figure reached the agent: it is in the session report, on its turn.
+            report = wait_for(lambda: report_with_listener_figure(report_dir, started_wall - 1, heard_ms), 30)
+            assert report, f"no session report since the call carries listener_latency_ms={heard_ms}"
             print(f"\nbrowser call: greeting after {greeted_s:.1f}s, 'Paris' after {answered_s:.1f}s; "
                   f"screenshot {shot}")
         finally:
