@@ -85,6 +85,7 @@ class Soak:
     faults: list[Fault] = field(default_factory=list)
     rss: dict[str, list[float]] = field(default_factory=dict)
     killed_rooms: set[str] = field(default_factory=set)
+    job_peak: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> peak (RSS, PSS) MB
 
     def say(self, msg: str) -> None:
         self.log(f"[soak {time.monotonic() - self._t0:6.1f}s] {msg}")
@@ -116,25 +117,41 @@ class Soak:
                     r = json.loads(line)
                 except ValueError:
                     continue
-                room = r["message"].removeprefix("call dispatched room=").split(" ")[0]
+                room = str(r.get("room") or "")  # the job's log context field
                 if room in running and psutil.pid_exists(int(r["pid"])):
                     return int(r["pid"]), room
         return None
+
+    def _sample_jobs(self) -> None:
+        """Peak RSS and PSS (what the framework's memory limit measures) of every job process."""
+        for w in self.workers.values():
+            if w.proc is None or w.proc.popen.poll() is not None:
+                continue
+            try:
+                kids = psutil.Process(w.proc.popen.pid).children(recursive=True)
+            except psutil.Error:
+                continue
+            for k in kids:
+                try:
+                    m = k.memory_full_info()
+                except psutil.Error:
+                    continue
+                if m.rss < 200 * 2**20:  # the forkserver and helpers, not a job process with models
+                    continue
+                rss, pss = self.job_peak.get(k.pid, (0.0, 0.0))
+                self.job_peak[k.pid] = (max(rss, m.rss / 2**20), max(pss, getattr(m, "pss", 0) / 2**20))
 
     # --- faults --------------------------------------------------------------------
 
     def _fault(self, name: str) -> str:
         if name == "kill_job":
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                for w in self.workers.values():
-                    if found := self._job_pid(w):
-                        pid, room = found
-                        os.kill(pid, signal.SIGKILL)
-                        self.killed_rooms.add(room)
-                        return f"SIGKILL job pid {pid} (room {room})"
-                time.sleep(0.5)
-            return "no call in progress to kill within 60 s"
+            for w in self.workers.values():
+                if found := self._job_pid(w):
+                    pid, room = found
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed_rooms.add(room)
+                    return f"SIGKILL job pid {pid} (room {room})"
+            return ""  # no call in progress yet: the main loop tries again
         if name == "provider_down":
             self.fake.llm_mode = "http500"
             return "cloud LLM answers HTTP 500"
@@ -149,9 +166,18 @@ class Soak:
             self._draining = w
             return f"SIGTERM worker-a (pid {w.proc.popen.pid}); worker-b takes new calls"
         if name == "lk_restart":
+            live = [w for w in self.workers.values() if w.proc is not None and w.proc.popen.poll() is None]
+            before = [w.proc.log().count("registered worker") for w in live if w.proc]
             self.server.stop()
             self.server.start(self.out_dir / "logs")
-            return "livekit-server stopped and started on the same ports"
+            up = time.monotonic()
+            # The next calls need workers: wait (bounded) until each has registered again.
+            deadline = up + 60
+            while time.monotonic() < deadline and any(
+                    w.proc is not None and w.proc.log().count("registered worker") <= n for w, n in zip(live, before, strict=True)):
+                time.sleep(0.2)
+            return (f"livekit-server stopped and started on the same ports; workers registered again "
+                    f"{time.monotonic() - up:.1f} s after it listened")
         raise ValueError(name)
 
     def _check_drain(self) -> None:
@@ -191,15 +217,21 @@ class Soak:
             spacing = self.duration_s / max(1, self.calls / self.concurrency) * 0.85
             next_slot = [start] * self.concurrency
             hard_end = start + self.duration_s * 1.5 + 300
+            last_sample = 0.0
             while time.monotonic() < hard_end:
                 now = time.monotonic()
                 for i, f in enumerate(pending):
                     if not f.at and now >= due[i]:
-                        f.at = time.monotonic()
-                        f.detail = self._fault(f.name)
+                        detail = self._fault(f.name)
+                        if not detail and now < due[i] + 60:
+                            continue  # not possible yet (no call to kill): next round
+                        f.at, f.detail = time.monotonic(), detail or "no call in progress within 60 s"
                         self.faults.append(f)
                         self.say(f"fault {f.name}: {f.detail}")
                 self._check_drain()
+                if now - last_sample >= 5.0:
+                    last_sample = now
+                    self._sample_jobs()
                 for p in self.placed:
                     if p.ended:
                         continue
@@ -223,7 +255,8 @@ class Soak:
                         self.placed.append(Placed(c, time.monotonic(), bound))
                         next_slot[slot] = max(now, next_slot[slot]) + spacing
                         self.say(f"call {c.room} placed ({n + 1}/{self.calls})")
-                if len(self.placed) >= self.calls and not active and all(f.at for f in pending):
+                if (len(self.placed) >= self.calls and not any(not p.ended for p in self.placed)
+                        and all(f.at for f in pending)):
                     break
                 time.sleep(0.5)
             for p in self.placed:
@@ -282,10 +315,20 @@ class Soak:
             "faults": [{"name": f.name, "at_s": round(f.at - self._t0, 1), "detail": f.detail} for f in self.faults],
             "worker_rss_mb": rss,
             "worker_rss_growth": {k: round(v, 4) for k, v in growth.items()},
+            "job_processes_sampled": len(self.job_peak),
+            "job_peak_rss_mb": _spread([r for r, _ in self.job_peak.values()]),
+            "job_peak_pss_mb": _spread([p for _, p in self.job_peak.values()]),
             "targets": targets,
             "ok": all(targets.values()),
             "wall_s": round(time.monotonic() - self._t0, 1),
         }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+    return {"median": round(v[len(v) // 2], 1), "max": round(v[-1], 1)}
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -304,6 +347,8 @@ def format_summary(s: dict[str, Any]) -> str:
         *[f"  {k:<10} {' -> '.join(str(v) for v in vals)}"
           + (f"  ({s['worker_rss_growth'][k] * 100:+.1f} %)" if k in s["worker_rss_growth"] else "")
           for k, vals in s["worker_rss_mb"].items()],
+        f"job processes ({s['job_processes_sampled']} sampled), peak RSS MB {s['job_peak_rss_mb']}, "
+        f"peak PSS MB {s['job_peak_pss_mb']}",
         "targets: " + ", ".join(f"{k}={'PASS' if v else 'FAIL'}" for k, v in s["targets"].items()),
         f"wall time: {s['wall_s']} s",
     ]
