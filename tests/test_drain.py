@@ -44,7 +44,8 @@ _timeline: dict[str, float] = {}
 
 
 def dispatched(w: Worker, room: str) -> bool:
-    return any(r["message"].startswith(f"call dispatched room={room} ") for r in records(w))
+    # The room is a log context field of the job's records (ctx.log_context_fields).
+    return any(r["message"].startswith("call dispatched") and r.get("room") == room for r in records(w))
 
 
 def reports_for(report_dir: Path, room: str) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.e2e
 def job_pid(w: Worker, room: str) -> int | None:
     """The job process serving `room` on worker `w` (from its 'call dispatched' line)."""
     for r in records(w):
-        if r["message"].startswith(f"call dispatched room={room} "):
+        if r["message"].startswith("call dispatched") and r.get("room") == room:  # room: log context
             return int(r["pid"])
     return None
 
