@@ -126,6 +126,9 @@ class WhisperSTT(stt.STT):
         """Blocking recognition of mono float32 16 kHz audio (runs in a worker thread)."""
         t0 = time.perf_counter()
         lang = (language or "en") if self._multilingual else "en"
+        if not has_sound(audio):
+            # Whisper invents words ("you", "Thank you.") for silence; nothing to hear, no turn.
+            return Transcript("", lang, 1.0, 0.0, time.perf_counter() - t0)
         window = self.window_for(len(audio) / SAMPLE_RATE)
         if window is None:
             text, detected, prob = self._transcribe_long(audio, lang)
@@ -208,6 +211,18 @@ class WhisperSTT(stt.STT):
             alternatives=[stt.SpeechData(language=result.language or lang, text=result.text,
                                          confidence=result.language_probability)],
         )
+
+
+# Below this RMS in every 10 ms window (about -50 dBFS) a segment holds no sound at all.
+SILENCE_RMS = 0.003
+
+
+def has_sound(audio: np.ndarray) -> bool:
+    n = len(audio) // 160
+    if n == 0:
+        return False
+    frames = audio[: n * 160].reshape(n, 160)
+    return bool(np.sqrt((frames * frames).mean(axis=1)).max() > SILENCE_RMS)
 
 
 def to_whisper_input(buffer: utils.AudioBuffer) -> np.ndarray:
