@@ -143,4 +143,17 @@ def is_backchannel(text: str) -> bool:
         return True
     # A lone word that is neither a stop word nor a request is not a bid for the floor:
     # most often it is a listening noise Whisper misspelled ("mm-hmm" heard as "them.").
-    return len(words) == 1 and words[0] not in _REQUEST_VERBS and not words[0].isdigit()
+    # One a letter away from a stop word is that stop word misspelled ("wait" as "wit").
+    if len(words) != 1 or words[0] in _REQUEST_VERBS or words[0].isdigit():
+        return False
+    return not any(len(s) >= 4 and _one_edit(words[0], s) for s in _STOP_WORDS)
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by at most one inserted, deleted or replaced letter."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    i = 0
+    while i < min(len(a), len(b)) and a[i] == b[i]:
+        i += 1
+    return a[i + 1:] == b[i + 1:] or a[i:] == b[i + 1:] or a[i + 1:] == b[i:]

@@ -83,7 +83,7 @@ def test_backchannels(text: str) -> None:
 
 
 @pytest.mark.parametrize("text", ["Stop.", "Wait.", "Hold on.", "No, no.", "Sorry?", "Okay, stop.", "No.", "Repeat.",
-                                  "Why?", "7.",
+                                  "Why?", "7.", "WIT", "Stap.",
                                   "Yeah, but what about Tuesday?", "Right, how much is it?",
                                   "Okay so tell me more about the second one", ""])
 def test_not_backchannels(text: str) -> None:
