@@ -17,8 +17,10 @@ def test_small_soak_with_one_fault_of_each_kind(out_dir, fixtures):
     soak = Soak(calls=5, duration_s=110, concurrency=2, turns=2, call_timeout_s=25,
                 out_dir=out_dir / "soak-small",
                 # The restart comes before the last call is placed, so that call shows recovery.
-                schedule=((0.1, "kill_job"), (0.2, "provider_down"), (0.35, "provider_up"),
-                          (0.4, "drain"), (0.6, "lk_restart")),
+                # The outage lasts a third of the run: with 5 calls a shorter one (16 s) held no
+                # turn at all in one run, which says nothing about the fallback.
+                schedule=((0.1, "kill_job"), (0.2, "provider_down"), (0.5, "provider_up"),
+                          (0.55, "drain"), (0.7, "lk_restart")),
                 log=lambda m: sys.stderr.write(m + "\n"))
     s = soak.run()
     text = format_summary(s)
