@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agent.settings import SettingsError, one_line
 
-__all__ = ["OpsSettings", "SettingsError"]
+__all__ = ["LiveKitClientSettings", "OpsSettings", "SettingsError"]
 
 
-class OpsSettings(BaseSettings):
+class LiveKitClientSettings(BaseSettings):
+    """The LiveKit server a tool talks to and the agent it dispatches (the operator CLIs here,
+    the development tools in harness/settings.py)."""
+
     model_config = SettingsConfigDict(
         env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True,
         str_strip_whitespace=True,
@@ -25,6 +28,19 @@ class OpsSettings(BaseSettings):
     livekit_api_secret: SecretStr = Field(SecretStr("secret"), alias="LIVEKIT_API_SECRET")
     agent_name: str = Field("parley", alias="PARLEY_AGENT_NAME")
 
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        try:
+            return cls(**overrides)
+        except ValidationError as e:
+            raise SettingsError(one_line(e)) from None
+
+    @property
+    def secret(self) -> str:
+        return self.livekit_api_secret.get_secret_value()
+
+
+class OpsSettings(LiveKitClientSettings):
     redis_address: str = Field("127.0.0.1:6379", alias="PARLEY_REDIS_ADDRESS")  # livekit-server + livekit-sip
     sip_port: int = Field(5060, ge=1, le=65535, alias="PARLEY_SIP_PORT")  # UDP and TCP on 127.0.0.1
     sip_rtp_ports: str = Field("10000-10099", alias="PARLEY_SIP_RTP_PORTS")
@@ -52,14 +68,3 @@ class OpsSettings(BaseSettings):
         if not m or not 1024 <= int(m[1]) < int(m[2]) <= 65535:
             raise ValueError("not a port range like 10000-10099 (1024..65535)")
         return v
-
-    @classmethod
-    def load(cls, **overrides: Any) -> OpsSettings:
-        try:
-            return cls(**overrides)
-        except ValidationError as e:
-            raise SettingsError(one_line(e)) from None
-
-    @property
-    def secret(self) -> str:
-        return self.livekit_api_secret.get_secret_value()
