@@ -242,6 +242,7 @@ class Call:
     audio: list[Path]
     room: str = field(default_factory=lambda: "call-" + secrets.token_hex(4))
     timeout: float = 60.0
+    agent: str | None = None  # None: parley-call's default (PARLEY_AGENT_NAME or "parley")
     popen: subprocess.Popen[str] | None = None
     events: list[tuple[float, dict[str, object]]] = field(default_factory=list)
     stderr: str = ""
@@ -251,6 +252,8 @@ class Call:
         cmd = [str(BIN / "parley-call"), "--url", self.server.url, "--api-key", self.server.api_key,
                "--api-secret", self.server.api_secret, "--json", "--room", self.room,
                "--timeout", str(self.timeout)]
+        if self.agent:
+            cmd += ["--agent", self.agent]
         for clip in self.audio:
             cmd += ["--audio", str(clip)]
         # No preexec_fn: tests start callers while other callers' reader threads run, and a

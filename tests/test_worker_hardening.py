@@ -17,6 +17,11 @@ from tests.conftest import run_call, wait_for
 
 pytestmark = pytest.mark.e2e
 
+# Each worker here registers under its own agent name: the session's shared `worker` runs on
+# the same livekit-server, and a call dispatched to it would never meet the fault.
+FAULT_AGENT = "parley-faults"
+HOG_AGENT = "parley-hog"
+
 APOLOGY_WORDS = set(re.findall(r"[a-z]+", DEFAULT_FAILURE_APOLOGY.lower()))
 
 
@@ -30,7 +35,7 @@ def fault_worker(livekit_server: LiveKitServer, out_dir: Path, tmp_path_factory:
     blocker = tmp_path_factory.mktemp("ro") / "reports"
     blocker.write_text("not a directory")
     w = Worker(module="tests.faultworker", env={
-        **livekit_server.env(), "PARLEY_TEST_FAULTS": "llm_once", "PARLEY_REPORT_DIR": str(blocker / "sub"),
+        **livekit_server.env(), "PARLEY_AGENT_NAME": FAULT_AGENT, "PARLEY_TEST_FAULTS": "llm_once", "PARLEY_REPORT_DIR": str(blocker / "sub"),
         "PARLEY_IDLE_PROCESSES": "1", "PARLEY_LOAD_CPU": "0"})
     w.start(out_dir / "logs", name="worker-faults")
     yield w
@@ -38,7 +43,7 @@ def fault_worker(livekit_server: LiveKitServer, out_dir: Path, tmp_path_factory:
 
 
 def test_local_llm_failure_is_heard_once_and_call_goes_on(livekit_server, fault_worker, fixtures):
-    r = run_call(livekit_server, "--audio", str(fixtures / "capital_france.wav"),
+    r = run_call(livekit_server, "--agent", FAULT_AGENT, "--audio", str(fixtures / "capital_france.wav"),
                  "--audio", str(fixtures / "name_memory_1.wav"), "--timeout", "60")
     assert r.rc == 0, r.stderr
     first, second = r.turns
@@ -57,7 +62,7 @@ def test_local_llm_failure_is_heard_once_and_call_goes_on(livekit_server, fault_
 def test_report_write_failure_is_one_line_and_call_unaffected(livekit_server, fault_worker, fixtures):
     log_start = len(fault_worker.proc.log())
     room = "ro-" + str(int(time.time() * 1000))
-    r = run_call(livekit_server, "--room", room, "--audio", str(fixtures / "capital_france.wav"),
+    r = run_call(livekit_server, "--agent", FAULT_AGENT, "--room", room, "--audio", str(fixtures / "capital_france.wav"),
                  "--timeout", "60")
     assert r.rc == 0, r.stderr
     assert r.turns and r.turns[0]["agent_audio_s"] > 0.3, r.turns
@@ -73,7 +78,7 @@ def test_runaway_job_is_killed_alone(livekit_server: LiveKitServer, out_dir: Pat
     # Above a job process in a call (~0.6 GB PSS with SmolLM2, ~1 GB with Qwen2.5-0.5B), far below the machine.
     limit = 1800
     w = Worker(module="tests.faultworker", env={
-        **livekit_server.env(), "PARLEY_TEST_FAULTS": "hog:hog-", "PARLEY_JOB_MEMORY_LIMIT_MB": str(limit),
+        **livekit_server.env(), "PARLEY_AGENT_NAME": HOG_AGENT, "PARLEY_TEST_FAULTS": "hog:hog-", "PARLEY_JOB_MEMORY_LIMIT_MB": str(limit),
         "PARLEY_TEST_HOG_CAP_MB": "3500", "PARLEY_IDLE_PROCESSES": "2", "PARLEY_MAX_CALLS": "2",
         "PARLEY_LOAD_CPU": "0", "PARLEY_REPORT_DIR": str(out_dir / "reports")})
     w.start(out_dir / "logs", name="worker-hog")
@@ -82,11 +87,11 @@ def test_runaway_job_is_killed_alone(livekit_server: LiveKitServer, out_dir: Pat
         clip = fixtures / "capital_france.wav"
         clips = [clip, fixtures / "name_memory_1.wav", fixtures / "count_to_five.wav", clip,
                  fixtures / "name_memory_2.wav", clip]
-        good = Call(livekit_server, clips, timeout=90).start()
+        good = Call(livekit_server, clips, timeout=90, agent=HOG_AGENT).start()
         # The good call is answered before the runaway starts, then keeps going through its kill.
         assert wait_for(lambda: good.of("greeting") or not good.running(), 90), good.describe()
         hog = Call(livekit_server, [fixtures / "silence_5s.wav"], room="hog-" + str(int(time.time())),
-                   timeout=30).start()
+                   timeout=30, agent=HOG_AGENT).start()
         killed = w.proc.wait_log(r"process exceeded memory limit, killing it", 120)
         killed_at = time.monotonic()
         assert killed, w.proc.log()[-4000:]
@@ -98,7 +103,7 @@ def test_runaway_job_is_killed_alone(livekit_server: LiveKitServer, out_dir: Pat
         status, _ = w.health("/")
         assert status == 200
         # The worker takes the next call on a fresh job process.
-        r = run_call(livekit_server, "--audio", str(clip), "--timeout", "60")
+        r = run_call(livekit_server, "--agent", HOG_AGENT, "--audio", str(clip), "--timeout", "60")
         assert r.rc == 0 and r.turns[0]["agent_audio_s"] > 0.3, r.stderr
     finally:
         w.stop()
