@@ -225,6 +225,20 @@ def report(rows: list[dict[str, Any]]) -> None:
     print(summary("backchannel: agent audio paused after", vals("backchannel", "stop_ms")))
 
 
+STAGES = ("end_of_utterance_delay_ms", "stt_duration_ms", "llm_ttft_ms", "tts_ttfb_ms", "e2e_latency_ms",
+          "listener_latency_ms")
+
+
+def stage_report(reports: Path) -> None:
+    """Per-stage medians of the caller turns in the worker's session reports (what each stage cost)."""
+    turns = [t for path in sorted(reports.glob("*.json"))
+             for t in json.loads(path.read_text()).get("turns", []) if t.get("user_text")]
+    print(f"--- stages from {len(turns)} caller turns in the session reports")
+    for k in STAGES:
+        v = [float(t[k]) for t in turns if t.get(k) is not None]
+        print(summary(k.removesuffix("_ms"), v))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", nargs="*", default=["questions", "pause", "barge", "backchannel"])
@@ -261,6 +275,8 @@ def main() -> int:
         if server is not None:
             server.stop()
         report(b.rows)
+        if reports is not None and reports.is_dir():
+            stage_report(reports)
     return 0
 
 

@@ -146,6 +146,50 @@ async def test_piper_streams_sentence_by_sentence(piper):
     assert first is not None and first < total * 0.6, (first, total)
 
 
+async def test_piper_reply_starts_at_its_first_sound(piper):
+    frames = [a.frame async for a in piper.synthesize("Paris is the capital of France.")]
+    pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in frames])
+    first_loud = int(np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)[0])
+    assert first_loud / piper.sample_rate < 0.02, first_loud / piper.sample_rate
+
+
+async def test_piper_stream_speaks_the_first_clause_before_the_sentence_ends(piper):
+    """Its own stream: "Sure," is audio while the model is still writing the sentence."""
+    stream = piper.stream()
+    for word in ("Sure,", " the", " capital", " of"):
+        stream.push_text(word)
+    ev = await asyncio.wait_for(stream.__anext__(), 10)
+    assert ev.frame.duration > 0
+    audio = [ev.frame]
+    stream.push_text(" France is Paris.")
+    stream.end_input()
+    audio += [e.frame async for e in stream]
+    await stream.aclose()
+    pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in audio])
+    assert len(pcm) / piper.sample_rate > 1.0 and rms(pcm) > 1000
+
+
+def test_piper_phrases_are_made_once_per_machine(piper, tmp_path):
+    """A replacement job process reads the greeting's audio another process synthesized."""
+    from agent.providers.piper_tts import PiperOptions, PiperTTS
+
+    greeting = "Hello, this is a test line. How can I help?"
+    opts = PiperOptions(model_path=piper._opts.model_path, remember=(greeting,), phrase_dir=tmp_path / "phrases")
+    first = PiperTTS(opts)
+    kept = sorted((tmp_path / "phrases").glob("*.pcm"))
+    assert len(kept) == 3  # the whole greeting and each of its two sentences
+    for path in kept:
+        path.write_bytes(path.read_bytes()[:-2000])  # mark them: the next process must use these
+    second = PiperTTS(opts)
+    assert second.iter_pcm(greeting).__next__() == first.iter_pcm(greeting).__next__()[:-2000]
+    # Nowhere to keep them (a file where the directory should be): synthesized, no error.
+    (tmp_path / "blocked").write_text("")
+    third = PiperTTS(PiperOptions(model_path=piper._opts.model_path, remember=(greeting,),
+                                  phrase_dir=tmp_path / "blocked" / "phrases"))
+    made, expected = len(third.iter_pcm(greeting).__next__()), len(first.iter_pcm(greeting).__next__())
+    assert abs(made - expected) < 0.1 * expected
+
+
 async def converse(model, *user_turns: str) -> list[str]:
     """One conversation, turn by turn: each reply goes back into the history as the agent's."""
     ctx = llm.ChatContext()

@@ -56,7 +56,8 @@ def local_tts(settings: Settings) -> PiperTTS:
     path = (settings.piper_voice_path if settings.pipeline == "cascade" else None) or models.piper_joe()
     # The greetings are spoken at the start of every call: synthesized once, here.
     return PiperTTS(PiperOptions(model_path=path, remember=(
-        settings.greeting, settings.sip_greeting, settings.sip_outbound_greeting)))
+        settings.greeting, settings.sip_greeting, settings.sip_outbound_greeting),
+        phrase_dir=settings.model_dir / "phrases"))
 
 
 @dataclass

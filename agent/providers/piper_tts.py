@@ -1,9 +1,15 @@
 """Local text-to-speech: Piper (ONNX VITS voices) as a livekit-agents TTS plugin.
 
-Piper synthesizes a whole text at once, so the class declares no streaming:
-the session wraps it in `tts.StreamAdapter` with a sentence tokenizer, and
-each sentence is synthesized (and starts playing) while the LLM is still
-writing the next one.
+Piper synthesizes a whole text at once. The framework's own adapter for such a TTS
+waits for a whole sentence of at least 20 characters before synthesizing, so a reply
+starting "Certainly! A rainy week in London would call for ..." waits for the LLM to
+write all of it. Here the stream (`stream()`, a `tts.StreamAdapter` with
+`FirstClauseTokenizer`) speaks a reply's first clause as soon as it exists ("Certainly!",
+"Tokyo,": Piper needs ~0.08 s for it) and the rest sentence by sentence, each
+synthesized while the LLM writes the next.
+
+Every piece starts at its first sound: Piper opens an utterance with 40-70 ms of near
+silence, which the caller would hear as latency (`trim_lead`).
 
 Fixed phrases (the greetings) are synthesized once when the voice loads and played
 from memory: the greeting's first audio then costs no synthesis at the moment a call
@@ -13,12 +19,18 @@ starts, when the CPU is busiest (connecting, and the pool loading a replacement 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from livekit.agents import tokenize, tts
+from livekit.agents.tokenize import TokenData
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.utils import shortuuid
 
@@ -33,10 +45,30 @@ class PiperOptions:
     # Phrases to synthesize now and play from memory (each whole, and sentence by sentence
     # as the session's sentence tokenizer hands them over).
     remember: tuple[str, ...] = ()
+    # Where the remembered phrases' audio is kept between job processes: each call starts a
+    # replacement process, and synthesizing the phrases again (~3 s of a core) would compete
+    # with the call. None, or a directory that cannot be written: synthesized each time.
+    phrase_dir: Path | None = None
 
 
 def _key(text: str) -> str:
     return " ".join(text.split())
+
+
+# Below about -40 dBFS: Piper's lead-in, not speech. Keep a few ms before the onset so the
+# first consonant is not clipped.
+_LEAD_LEVEL = 300
+_LEAD_KEEP_S = 0.01
+
+
+def trim_lead(pcm: bytes, sample_rate: int) -> bytes:
+    """16-bit mono PCM from its first sound (less `_LEAD_KEEP_S`); all of it if none is loud."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > _LEAD_LEVEL)
+    if not loud.size:
+        return pcm
+    start = max(0, int(loud[0]) - int(_LEAD_KEEP_S * sample_rate))
+    return samples[start:].tobytes()
 
 
 class PiperTTS(tts.TTS):
@@ -46,7 +78,7 @@ class PiperTTS(tts.TTS):
         t0 = time.perf_counter()
         voice = PiperVoice.load(str(opts.model_path))
         super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=False),
+            capabilities=tts.TTSCapabilities(streaming=True),
             sample_rate=voice.config.sample_rate,
             num_channels=1,
         )
@@ -59,8 +91,36 @@ class PiperTTS(tts.TTS):
         for phrase in filter(None, opts.remember):
             for piece in (phrase, *sentences.tokenize(phrase)):
                 if _key(piece) and _key(piece) not in self._cache:
-                    self._cache[_key(piece)] = self.synthesize_pcm(_key(piece))
+                    self._cache[_key(piece)] = self._remembered(_key(piece))
+        # Whole-text synthesis by sentence, first clause first (see the module docstring).
+        self._pieces = _PiperPieces(self)
+        self._adapter = tts.StreamAdapter(
+            tts=self._pieces, sentence_tokenizer=FirstClauseTokenizer(whole=frozenset(self._cache)))
+        self._adapter.on("metrics_collected", lambda m: self.emit("metrics_collected", m))
         logger.info("piper voice %s loaded in %.2fs", opts.model_path.stem, time.perf_counter() - t0)
+
+    def _remembered(self, text: str) -> bytes:
+        """The phrase's audio from `phrase_dir` when an earlier process made it, else synthesized
+        (and kept there)."""
+        if self._opts.phrase_dir is None:
+            return self.synthesize_pcm(text)
+        voice = self._opts.model_path.stat()
+        ident = (f"{self._opts.model_path.resolve()}|{voice.st_size}|{voice.st_mtime_ns}|"
+                 f"{self._opts.length_scale}|{self._opts.speaker_id}|{text}")
+        path = self._opts.phrase_dir / f"{hashlib.sha256(ident.encode()).hexdigest()[:32]}.pcm"
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+        pcm = self.synthesize_pcm(text)
+        try:
+            self._opts.phrase_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(pcm)
+            tmp.replace(path)  # atomic: a process loading at the same time reads all or nothing
+        except OSError as e:
+            logger.debug("phrase audio not kept in %s: %s", self._opts.phrase_dir, e)
+        return pcm
 
     @property
     def model(self) -> str:
@@ -71,18 +131,123 @@ class PiperTTS(tts.TTS):
         return "local"
 
     def synthesize_pcm(self, text: str) -> bytes:
-        """Blocking: 16-bit mono PCM at `sample_rate` for the whole text."""
-        return b"".join(c.audio_int16_bytes for c in self._voice.synthesize(text, self._syn_config))
+        """Blocking: 16-bit mono PCM at `sample_rate` for the whole text, from its first sound."""
+        pcm = b"".join(c.audio_int16_bytes for c in self._voice.synthesize(text, self._syn_config))
+        return trim_lead(pcm, self.sample_rate)
 
-    def iter_pcm(self, text: str):  # type: ignore[no-untyped-def]
+    def iter_pcm(self, text: str) -> Iterator[bytes]:
         if (cached := self._cache.get(_key(text))) is not None:
             return iter((cached,))
-        return (c.audio_int16_bytes for c in self._voice.synthesize(text, self._syn_config))
+        return self._synthesized(text)
+
+    def _synthesized(self, text: str) -> Iterator[bytes]:
+        first = True
+        for chunk in self._voice.synthesize(text, self._syn_config):
+            pcm = chunk.audio_int16_bytes
+            if first:
+                pcm, first = trim_lead(pcm, self.sample_rate), False
+            yield pcm
 
     def synthesize(
         self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
     ) -> PiperChunkedStream:
         return PiperChunkedStream(tts=self, input_text=text, conn_options=conn_options)
+
+    def stream(self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> tts.SynthesizeStream:
+        return self._adapter.stream(conn_options=conn_options)
+
+
+class _PiperPieces(tts.TTS):
+    """The same voice as a non-streaming TTS: what the stream adapter synthesizes each piece with."""
+
+    def __init__(self, piper: PiperTTS) -> None:
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=False),
+                         sample_rate=piper.sample_rate, num_channels=1)
+        self._piper = piper
+
+    @property
+    def model(self) -> str:
+        return self._piper.model
+
+    @property
+    def provider(self) -> str:
+        return self._piper.provider
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS
+    ) -> PiperChunkedStream:
+        return PiperChunkedStream(tts=self._piper, input_text=text, conn_options=conn_options)
+
+
+# A clause or sentence ends: punctuation followed by a space (not "3.5", not "e.g.x").
+_CLAUSE_END = re.compile(r"[,;:.!?](?=\s)")
+_HAS_WORD = re.compile(r"[A-Za-z0-9]")
+
+
+class FirstClauseTokenizer(tokenize.SentenceTokenizer):
+    """Sentences (livekit's blingfire tokenizer), except that each segment's first clause
+    is a token of its own. A text in `whole` (the remembered phrases) stays one token, so
+    it is played from memory."""
+
+    def __init__(self, whole: frozenset[str] = frozenset()) -> None:
+        self._sentences = tokenize.blingfire.SentenceTokenizer(retain_format=True)
+        self._whole = whole
+
+    def tokenize(self, text: str, *, language: str | None = None) -> list[str]:
+        return self._sentences.tokenize(text, language=language)
+
+    def stream(self, *, language: str | None = None) -> tokenize.SentenceStream:
+        return _FirstClauseStream(self._sentences.stream(language=language), self._whole)
+
+
+class _FirstClauseStream(tokenize.SentenceStream):
+    def __init__(self, sentences: tokenize.SentenceStream, whole: frozenset[str]) -> None:
+        super().__init__()
+        self._sentences = sentences
+        self._whole = whole
+        self._head = ""  # text of the segment before its first clause ended
+        self._head_done = False
+        self._pump = asyncio.ensure_future(self._forward())
+
+    def push_text(self, text: str) -> None:
+        self._check_not_closed()
+        if self._head_done:
+            self._sentences.push_text(text)
+            return
+        self._head += text
+        if _key(self._head) in self._whole:
+            self._event_ch.send_nowait(TokenData(token=self._head))
+            self._head, self._head_done = "", True
+            return
+        m = _CLAUSE_END.search(self._head)
+        if m and _HAS_WORD.search(self._head[: m.end()]):
+            first, rest = self._head[: m.end()], self._head[m.end():]
+            self._event_ch.send_nowait(TokenData(token=first))
+            self._head, self._head_done = "", True
+            if rest:
+                self._sentences.push_text(rest)
+
+    def flush(self) -> None:
+        self._check_not_closed()
+        if not self._head_done and self._head.strip():
+            self._event_ch.send_nowait(TokenData(token=self._head))
+        self._head, self._head_done = "", False
+        self._sentences.flush()
+
+    def end_input(self) -> None:
+        self.flush()
+        self._sentences.end_input()
+
+    async def aclose(self) -> None:
+        await self._sentences.aclose()
+        self._pump.cancel()
+        self._do_close()
+
+    async def _forward(self) -> None:
+        # The sentence stream only gets text after the first clause was sent: order holds.
+        async for ev in self._sentences:
+            self._event_ch.send_nowait(ev)
+        self._do_close()
 
 
 class PiperChunkedStream(tts.ChunkedStream):
