@@ -29,9 +29,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from livekit.agents import AgentSession, stt, utils
+from livekit.agents import AgentSession, stt, utils, vad
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
+from .speculative_stt import SpeculativeSTT
 from .turns import is_backchannel
 
 logger = logging.getLogger("parley.barge_in")
@@ -67,7 +68,10 @@ class BackchannelFilter(stt.STT):
         language: NotGivenOr[str] = NOT_GIVEN,
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
     ) -> stt.SpeechEvent:
-        ev = await self._inner.recognize(buffer, language=language, conn_options=conn_options)
+        return self.judge(await self._inner.recognize(buffer, language=language, conn_options=conn_options))
+
+    def judge(self, ev: stt.SpeechEvent) -> stt.SpeechEvent:
+        """`ev` as the session should see it: empty when it only backchannels the agent."""
         text = ev.alternatives[0].text if ev.alternatives else ""
         if not text.strip() and self._holds_floor():
             # No words (a cough, a noise): the paused reply goes on at once too.
@@ -89,8 +93,11 @@ class BackchannelFilter(stt.STT):
         pass
 
 
-def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None]) -> stt.STT:
-    """`inner` behind a BackchannelFilter when it is a non-streaming STT, else `inner`."""
+def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None],
+                 vad: vad.VAD | None = None) -> stt.STT:
+    """`inner` behind a BackchannelFilter when it is a non-streaming STT, else `inner`. With
+    `vad`, the filtered STT is already a stream that recognizes early in each pause
+    (agent/speculative_stt.py); the filter then judges only the transcript that is used."""
     if inner.capabilities.streaming:
         return inner
 
@@ -104,4 +111,7 @@ def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None])
         if session is not None and (out := session.output.audio) is not None and out.can_pause:
             out.resume()
 
-    return BackchannelFilter(inner, holds_floor, resume)
+    gate = BackchannelFilter(inner, holds_floor, resume)
+    if vad is None:
+        return gate
+    return SpeculativeSTT(stt=inner, vad=vad, gate=gate.judge)

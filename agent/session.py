@@ -57,7 +57,7 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
         vad=models.vad,
         # While the agent talks, a transcript that is only "uh-huh"/"yeah"/"okay" is not
         # a turn: the paused reply resumes (agent/barge_in.py).
-        stt=filtered_stt(chosen.stt, lambda: holder[0] if holder else None),
+        stt=filtered_stt(chosen.stt, lambda: holder[0] if holder else None, models.vad),
         llm=chosen.llm,
         tts=chosen.tts,
         turn_handling={

@@ -1,0 +1,122 @@
+"""Recognition that starts inside the pause, before the VAD has called the end of speech.
+
+A non-streaming STT (Whisper) behind the framework's `stt.StreamAdapter` runs when the VAD
+emits END_OF_SPEECH, that is `min_silence_duration` (0.25 s) after the caller stopped, so
+the caller waits for the silence *and then* for Whisper (~0.15-0.3 s on 2 cores).
+
+`SpeculativeSTT` is that adapter with one change: once the pause has lasted `start_after_s`
+(0.1 s) it already recognizes the speech so far. If the caller goes on talking, that result
+is dropped (and a later pause starts another); if the VAD then ends the speech, the result
+is the segment's transcript, ready or nearly so. The audio it heard differs from the VAD's
+segment only by the last ~0.15 s of silence. Wasted runs cost CPU while the caller speaks,
+when the agent has little else to do.
+
+`gate` decides on the final result only (`BackchannelFilter.judge`): a dropped speculative
+run never resumes or interrupts the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterable, Callable
+
+from livekit import rtc
+from livekit.agents import stt, utils, vad
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+
+logger = logging.getLogger("parley.stt")
+
+# The wrapped STT retries on its own; the stream does not (as the framework's adapter).
+_STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNECT_OPTIONS.timeout)
+
+
+class SpeculativeSTT(stt.StreamAdapter):
+    def __init__(self, *, stt: stt.STT, vad: vad.VAD, start_after_s: float = 0.1,
+                 gate: Callable[[stt.SpeechEvent], stt.SpeechEvent] = lambda ev: ev) -> None:
+        super().__init__(stt=stt, vad=vad)
+        self.vad = vad
+        self.start_after_s = start_after_s
+        self.gate = gate
+        self.used = self.dropped = 0  # speculative runs whose result was the transcript / was not
+
+    def stream(self, *, language: NotGivenOr[str] = NOT_GIVEN,
+               conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> stt.RecognizeStream:
+        return _SpeculativeStream(self, language=language, conn_options=conn_options)
+
+
+class _SpeculativeStream(stt.RecognizeStream):
+    def __init__(self, adapter: SpeculativeSTT, *, language: NotGivenOr[str],
+                 conn_options: APIConnectOptions) -> None:
+        super().__init__(stt=adapter, conn_options=_STREAM_CONN_OPTIONS)
+        self._adapter = adapter
+        self._language = language
+        self._inner_conn = conn_options
+
+    async def _metrics_monitor_task(self, event_aiter: AsyncIterable[stt.SpeechEvent]) -> None:
+        async for _ in event_aiter:  # the wrapped STT reports its own metrics per run
+            pass
+
+    def _recognize(self, frames: list[rtc.AudioFrame]) -> asyncio.Task[stt.SpeechEvent]:
+        return asyncio.create_task(self._adapter.wrapped_stt.recognize(
+            buffer=utils.merge_frames(frames), language=self._language, conn_options=self._inner_conn))
+
+    async def _run(self) -> None:
+        vad_stream = self._adapter.vad.stream()
+
+        async def forward_input() -> None:
+            async for data in self._input_ch:
+                if isinstance(data, self._FlushSentinel):
+                    vad_stream.flush()
+                else:
+                    vad_stream.push_frame(data)
+            vad_stream.end_input()
+
+        async def recognize() -> None:
+            speech: list[rtc.AudioFrame] | None = None  # the segment so far, once speech started
+            early: asyncio.Task[stt.SpeechEvent] | None = None
+            early_silence = 0.0  # the pause's length when `early` started
+            async for ev in vad_stream:
+                if ev.type == vad.VADEventType.START_OF_SPEECH:
+                    speech = list(ev.frames)
+                    early = None
+                    self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
+                elif ev.type == vad.VADEventType.INFERENCE_DONE and speech is not None:
+                    speech.extend(ev.frames)
+                    silence = ev.raw_accumulated_silence
+                    if early is not None and silence < early_silence:
+                        early = None  # the caller spoke again: that result describes a part
+                        self._adapter.dropped += 1
+                    if early is None and ev.speaking and silence >= self._adapter.start_after_s:
+                        early, early_silence = self._recognize(speech), silence
+                elif ev.type == vad.VADEventType.END_OF_SPEECH:
+                    speech_end_time = time.time() - ev.silence_duration - ev.inference_duration
+                    self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.END_OF_SPEECH,
+                                                               speech_end_time=speech_end_time))
+                    result = None
+                    if early is not None:
+                        try:
+                            result = await early
+                            self._adapter.used += 1
+                        except Exception as e:  # the segment is recognized again below
+                            logger.debug("early recognition failed: %s", e)
+                    if result is None:
+                        result = await self._recognize(list(ev.frames))
+                    speech, early = None, None
+                    result = self._adapter.gate(result)
+                    if result.alternatives and result.alternatives[0].text:
+                        self._event_ch.send_nowait(stt.SpeechEvent(
+                            type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                            alternatives=[result.alternatives[0]],
+                            speech_end_time=result.speech_end_time or speech_end_time))
+
+        tasks = [asyncio.create_task(forward_input(), name="forward_input"),
+                 asyncio.create_task(recognize(), name="recognize")]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            await utils.aio.cancel_and_wait(*tasks)
+            with contextlib.suppress(Exception):
+                await vad_stream.aclose()
