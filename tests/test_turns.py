@@ -154,10 +154,23 @@ async def test_a_transcript_from_before_the_pause_does_not_decide_it():
     judge = TurnJudge(JudgeOptions(hold_s=0.3, transcript_wait_s=0.2))
     stream = judge.stream()
     judge._on_transcribed(transcribed("What is the time?"))  # the previous segment's words
+    await asyncio.sleep(0.3)  # the caller spoke again, then paused: this pause began after them
     fut = stream.predict()
     done, _ = await asyncio.wait([fut], timeout=0.05)
     assert not done  # still waiting for this pause's transcript
     await asyncio.wait_for(fut, 5.0)
+    await stream.aclose()
+
+
+async def test_a_transcript_made_inside_the_pause_decides_it_at_once():
+    """Whisper may finish inside the pause before the framework asks (agent/speculative_stt.py)."""
+    judge = TurnJudge(JudgeOptions(hold_s=5.0, transcript_wait_s=5.0))
+    stream = judge.stream()
+    await asyncio.sleep(0.05)
+    judge._on_transcribed(transcribed("What is the capital of France?"))  # 0.15 s into the pause
+    fut = stream.predict()  # asked 0.2 s into it
+    ev = await asyncio.wait_for(fut, 0.5)
+    assert ev.end_of_turn_probability == 1.0 and stream.last["action"] == "now"
     await stream.aclose()
 
 

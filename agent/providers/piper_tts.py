@@ -135,6 +135,10 @@ class PiperTTS(tts.TTS):
         pcm = b"".join(c.audio_int16_bytes for c in self._voice.synthesize(text, self._syn_config))
         return trim_lead(pcm, self.sample_rate)
 
+    def remembered(self, text: str) -> bytes | None:
+        """The audio of a phrase synthesized at load time, if `text` is one."""
+        return self._cache.get(_key(text))
+
     def iter_pcm(self, text: str) -> Iterator[bytes]:
         if (cached := self._cache.get(_key(text))) is not None:
             return iter((cached,))
@@ -262,6 +266,11 @@ class PiperChunkedStream(tts.ChunkedStream):
             num_channels=1,
             mime_type="audio/pcm",
         )
+        if (cached := self._piper.remembered(self._input_text)) is not None:
+            # A remembered phrase (the greeting): no worker thread, no wait for one.
+            output_emitter.push(cached)
+            output_emitter.flush()
+            return
         loop = asyncio.get_running_loop()
         chunks = self._piper.iter_pcm(self._input_text)
         sentinel = b""

@@ -95,7 +95,8 @@ class _JudgeStream:
         self._judge = judge
         self._opts = judge._opts
         self._turn_text = ""
-        self._heard = asyncio.Event()  # a final transcript arrived since the last predict()
+        self._heard = asyncio.Event()  # a final transcript arrived in this pause
+        self._heard_at = 0.0
         self._fut: asyncio.Future[TurnDetectionEvent] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -149,6 +150,7 @@ class _JudgeStream:
     # --- protocol: inference -----------------------------------------------------------
     def on_final_transcript(self, text: str) -> None:
         self._turn_text = f"{self._turn_text} {text}".strip()
+        self._heard_at = time.time()
         self._heard.set()
 
     def predict(self) -> asyncio.Future[TurnDetectionEvent]:
@@ -156,8 +158,10 @@ class _JudgeStream:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[TurnDetectionEvent] = loop.create_future()
         self._fut = fut
-        # Only a transcript that arrives after this pause began can describe it.
-        self._heard.clear()
+        # Only a transcript that arrived after this pause began can describe it (Whisper may
+        # finish inside the pause, before the framework asks: agent/speculative_stt.py).
+        if self._heard_at < time.time() - ASKED_AFTER_S:
+            self._heard.clear()
         self._task = asyncio.create_task(self._decide(fut, time.time()))
         return fut
 
