@@ -19,8 +19,9 @@ configured in agent/session.py):
    interrupts the paused reply (the history keeps only the part that was played) and
    answers the new turn.
 
-The filter wraps a non-streaming STT (Whisper; the framework runs it behind its VAD
-stream adapter). A streaming cloud STT is passed through unchanged: its interim
+The filter wraps a non-streaming STT (Whisper, behind `SpeculativeSTT`, the VAD stream
+adapter that starts recognition inside each pause: the filter judges only the transcript
+that adapter uses). A streaming cloud STT is passed through unchanged: its interim
 transcripts interrupt before a filter could see a final one.
 """
 
