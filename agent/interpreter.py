@@ -127,6 +127,8 @@ class InterpreterAgent(Agent):
             tools=[],
             stt=loaded.stt,
             tts=loaded.voices.get("en") or next(iter(loaded.voices.values())),
+            # Its tts_node speaks each translation whole: there are no pieces to align to.
+            use_tts_aligned_transcript=False,
             # An utterance is translated as soon as the VAD closes it: an interpreter has no
             # question to wait for the end of. The translation is spoken whole (no barge-in):
             # the other side must hear it, and speech meanwhile is still heard and translated next.

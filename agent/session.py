@@ -60,6 +60,11 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
         stt=filtered_stt(chosen.stt, lambda: holder[0] if holder else None, models.vad),
         llm=chosen.llm,
         tts=chosen.tts,
+        # The transcript (and, on a barge-in, the history) follows the text each TTS piece
+        # was made from, entering the synchronizer with that piece's audio. Paced from the
+        # LLM's text instead, it runs on through a gap where the next piece is still being
+        # written and keeps words the caller never heard.
+        use_tts_aligned_transcript=True,
         turn_handling={
             # Pause length and transcript decide the end of a turn (agent/providers/turn_detector.py):
             # a finished question is answered as soon as its transcript exists, a finished

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from livekit import api, rtc
@@ -491,7 +492,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The `parley-call` entry point: runs the call, then leaves without interpreter teardown.
+
+    At interpreter exit the livekit rtc FFI drops its remaining handles from a tokio
+    worker, which can panic ("panic in a function that cannot unwind") and abort with
+    SIGABRT after the call had succeeded: a caller script would see -6 instead of our
+    code. Everything worth keeping is printed and flushed by then, so exit directly."""
+    rc = _run_main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
+def _run_main(argv: list[str] | None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

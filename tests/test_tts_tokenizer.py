@@ -1,10 +1,11 @@
-"""Piper's stream tokenizer: a reply's first clause is a piece of its own, as soon as it exists."""
+"""Piper's stream tokenizer: a reply's first clause is a piece of its own, as soon as it
+exists; the rest comes in clauses short enough that the next is ready before one has played."""
 
 from __future__ import annotations
 
 import asyncio
 
-from agent.providers.piper_tts import FirstClauseTokenizer
+from agent.providers.piper_tts import MAX_WORDS, MIN_WORDS, FirstClauseTokenizer
 
 
 async def tokens(pushes: list[str], whole: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
@@ -46,3 +47,25 @@ async def test_later_sentences_come_whole_and_in_order():
     _, every = await tokens(["Yes. ", "Paris is the capital of France. ", "It sits on the Seine."])
     assert every[0] == "Yes."
     assert " ".join(t.strip() for t in every) == "Yes. Paris is the capital of France. It sits on the Seine."
+
+
+async def test_a_long_sentence_leaves_clause_by_clause_while_it_is_written():
+    words = ("Certainly! A rainy week in London calls for a few things, such as a pair of rain "
+             "boots, a light jacket, an umbrella and a warm scarf").split(" ")
+    early, every = await tokens([w if i == 0 else " " + w for i, w in enumerate(words)])
+    assert early[:2] == ["Certainly!", " A rainy week in London calls for a few things,"]
+    assert "".join(every) == " ".join(words)  # the transcript is made of the pieces
+    for piece in every[1:-1]:
+        assert MIN_WORDS <= len(piece.split()) <= MAX_WORDS, every
+
+
+async def test_a_sentence_without_commas_is_cut_after_max_words():
+    text = " ".join(f"word{i}" for i in range(MAX_WORDS * 2 + 3)) + " "
+    early, _ = await tokens(["Sure. ", text])
+    assert early[0] == "Sure."
+    assert [len(p.split()) for p in early[1:]] == [MAX_WORDS, MAX_WORDS]
+
+
+async def test_a_title_before_a_name_does_not_end_a_piece():
+    early, _ = await tokens(["Yes, ", "you can see Dr. Smith tomorrow at ten. ", "Bring"])
+    assert early == ["Yes,", " you can see Dr. Smith tomorrow at ten."]

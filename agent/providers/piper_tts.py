@@ -5,8 +5,13 @@ waits for a whole sentence of at least 20 characters before synthesizing, so a r
 starting "Certainly! A rainy week in London would call for ..." waits for the LLM to
 write all of it. Here the stream (`stream()`, a `tts.StreamAdapter` with
 `FirstClauseTokenizer`) speaks a reply's first clause as soon as it exists ("Certainly!",
-"Tokyo,": Piper needs ~0.08 s for it) and the rest sentence by sentence, each
-synthesized while the LLM writes the next.
+"Tokyo,": Piper needs ~0.08 s for it) and the rest clause by clause (4 to 12 words),
+each synthesized while the LLM writes the next. Whole sentences would leave the caller
+in silence after "Certainly!" while the LLM writes a long one.
+
+The transcript follows the pieces (`aligned_transcript`): each piece's text enters the
+transcript synchronizer with its audio, so an interrupted reply keeps in the history
+what was played, even where the audio had to wait for the LLM.
 
 Every piece starts at its first sound: Piper opens an utterance with 40-70 ms of near
 silence, which the caller would hear as latency (`trim_lead`).
@@ -78,7 +83,8 @@ class PiperTTS(tts.TTS):
         t0 = time.perf_counter()
         voice = PiperVoice.load(str(opts.model_path))
         super().__init__(
-            capabilities=tts.TTSCapabilities(streaming=True),
+            # Aligned: the stream adapter hands each piece's text over with the piece's audio.
+            capabilities=tts.TTSCapabilities(streaming=True, aligned_transcript=True),
             sample_rate=voice.config.sample_rate,
             num_channels=1,
         )
@@ -183,74 +189,99 @@ class _PiperPieces(tts.TTS):
         return PiperChunkedStream(tts=self._piper, input_text=text, conn_options=conn_options)
 
 
-# A clause or sentence ends: punctuation followed by a space (not "3.5", not "e.g.x").
-_CLAUSE_END = re.compile(r"[,;:.!?](?=\s)")
-_HAS_WORD = re.compile(r"[A-Za-z0-9]")
+# A clause or sentence ends: punctuation (and a closing quote or bracket) followed by a
+# space; not "3.5", not "e.g.x".
+_BOUNDARY = re.compile(r"[,;:.!?]+[\"')\]]*(?=\s)")
+_WORD = re.compile(r"[A-Za-z0-9][^\s]*")
+_WORD_THEN_SPACE = re.compile(r"\S+(?=\s)")
+# A period after these does not end a sentence: "Dr. Smith" stays one piece.
+_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "vs", "jr", "sr", "prof", "e.g", "i.e"})
+# A piece after the first ends at the first clause or sentence end after `MIN_WORDS` words
+# (shorter pieces sound clipped), or after `MAX_WORDS` words with no end in sight: the next
+# piece must be ready before this one has played, or the caller hears a gap mid-reply.
+MIN_WORDS = 4
+MAX_WORDS = 12
+
+
+def _words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    word = text[:dot].rsplit(None, 1)[-1].lower() if text[:dot].strip() else ""
+    return len(word) == 1 or word in _ABBREVIATIONS
 
 
 class FirstClauseTokenizer(tokenize.SentenceTokenizer):
-    """Sentences (livekit's blingfire tokenizer), except that each segment's first clause
-    is a token of its own. A text in `whole` (the remembered phrases) stays one token, so
-    it is played from memory."""
+    """Cuts a reply into the pieces Piper synthesizes one by one while the LLM writes on:
+    the first clause alone ("Certainly!", "Tokyo,"), then clauses of at least `MIN_WORDS`
+    words and at most `MAX_WORDS`. A text in `whole` (a remembered phrase) stays one
+    piece, so it is played from memory. Pieces keep their spacing: joined, they are the
+    text as written (the transcript is made of them)."""
 
     def __init__(self, whole: frozenset[str] = frozenset()) -> None:
-        self._sentences = tokenize.blingfire.SentenceTokenizer(retain_format=True)
         self._whole = whole
 
     def tokenize(self, text: str, *, language: str | None = None) -> list[str]:
-        return self._sentences.tokenize(text, language=language)
+        pieces = _pieces(text, first=True, whole=self._whole, final=True)[0]
+        return [p.strip() for p in pieces if p.strip()]
 
     def stream(self, *, language: str | None = None) -> tokenize.SentenceStream:
-        return _FirstClauseStream(self._sentences.stream(language=language), self._whole)
+        return _FirstClauseStream(self._whole)
+
+
+def _pieces(buf: str, *, first: bool, whole: frozenset[str], final: bool) -> tuple[list[str], str, bool]:
+    """(the pieces `buf` starts with, what is left, whether the next piece is still a first)."""
+    out: list[str] = []
+    while buf:
+        if _key(buf) in whole:
+            out.append(buf)
+            return out, "", False
+        min_words = 1 if first else MIN_WORDS
+        end = next((m.end() for m in _BOUNDARY.finditer(buf)
+                    if not (buf[m.start()] == "." and _is_abbreviation(buf, m.start()))
+                    and _words(buf[:m.end()]) >= min_words), None)
+        if end is None and not first:
+            words = _WORD_THEN_SPACE.findall(buf)
+            if len(words) > MAX_WORDS:
+                end = [m.end() for m in _WORD_THEN_SPACE.finditer(buf)][MAX_WORDS - 1]
+        if end is None:
+            break
+        out.append(buf[:end])
+        buf, first = buf[end:], False
+    if final and buf:
+        out.append(buf)
+        buf = ""
+    return out, buf, first
 
 
 class _FirstClauseStream(tokenize.SentenceStream):
-    def __init__(self, sentences: tokenize.SentenceStream, whole: frozenset[str]) -> None:
+    def __init__(self, whole: frozenset[str]) -> None:
         super().__init__()
-        self._sentences = sentences
         self._whole = whole
-        self._head = ""  # text of the segment before its first clause ended
-        self._head_done = False
-        self._pump = asyncio.ensure_future(self._forward())
+        self._buf = ""
+        self._first = True  # the segment's first piece is not out yet
+
+    def _send(self, *, final: bool) -> None:
+        pieces, self._buf, self._first = _pieces(self._buf, first=self._first, whole=self._whole, final=final)
+        for piece in pieces:
+            self._event_ch.send_nowait(TokenData(token=piece))
 
     def push_text(self, text: str) -> None:
         self._check_not_closed()
-        if self._head_done:
-            self._sentences.push_text(text)
-            return
-        self._head += text
-        if _key(self._head) in self._whole:
-            self._event_ch.send_nowait(TokenData(token=self._head))
-            self._head, self._head_done = "", True
-            return
-        m = _CLAUSE_END.search(self._head)
-        if m and _HAS_WORD.search(self._head[: m.end()]):
-            first, rest = self._head[: m.end()], self._head[m.end():]
-            self._event_ch.send_nowait(TokenData(token=first))
-            self._head, self._head_done = "", True
-            if rest:
-                self._sentences.push_text(rest)
+        self._buf += text
+        self._send(final=False)
 
     def flush(self) -> None:
         self._check_not_closed()
-        if not self._head_done and self._head.strip():
-            self._event_ch.send_nowait(TokenData(token=self._head))
-        self._head, self._head_done = "", False
-        self._sentences.flush()
+        self._send(final=True)
+        self._first = True
 
     def end_input(self) -> None:
         self.flush()
-        self._sentences.end_input()
-
-    async def aclose(self) -> None:
-        await self._sentences.aclose()
-        self._pump.cancel()
         self._do_close()
 
-    async def _forward(self) -> None:
-        # The sentence stream only gets text after the first clause was sent: order holds.
-        async for ev in self._sentences:
-            self._event_ch.send_nowait(ev)
+    async def aclose(self) -> None:
         self._do_close()
 
 
