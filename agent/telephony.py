@@ -53,9 +53,12 @@ ATTR_CALL_ID = "sip.callID"
 
 HANGUP_DIGIT = "#"
 TRANSFER_DIGIT = "0"
-# A caller's whole turn that only says goodbye ends the call without asking the LLM.
-_GOODBYE = re.compile(r"^\W*(?:ok(?:ay)?\W+)?(?:good ?bye|bye(?: bye)?|hang up|that'?s all)\W*"
-                      r"(?:(?:thanks?|thank you)\W*)?$", re.IGNORECASE)
+# A caller's whole turn that only says goodbye ends the call without asking the LLM: every
+# word a farewell or thanks, at least one of them a farewell. Word by word, so repeats and
+# any order count ("Goodbye! Goodbye! Thank you.", "Thanks, bye").
+_FAREWELL = re.compile(r"\b(?:good ?bye|bye|hang up|that'?s all)\b")
+_FAREWELL_WORDS = frozenset(
+    "ok okay alright all right then good bye goodbye thanks thank you very much so that's thats hang up".split())
 GOODBYE = "Thanks for calling. Goodbye."
 # Longer than any ringing timeout parley-dial asks LiveKit SIP for.
 ANSWER_TIMEOUT_S = 120.0
@@ -93,7 +96,8 @@ def phone_settings(settings: Settings, call: PhoneCall) -> Settings:
 
 
 def is_goodbye(text: str) -> bool:
-    return bool(_GOODBYE.match(text.strip()))
+    words = re.findall(r"[a-z']+", text.lower())
+    return bool(words) and set(words) <= _FAREWELL_WORDS and bool(_FAREWELL.search(" ".join(words)))
 
 
 class CalleeAudio:

@@ -116,10 +116,12 @@ def transcript_verdict(text: str) -> Verdict:
     return "open"
 
 
-# Listening noises and one-word acknowledgements, as Whisper spells them.
+# Listening noises, one-word acknowledgements and laughter, as Whisper spells them: what a
+# listener says without taking the floor.
 _BACKCHANNEL_WORDS = frozenset("""
     uh huh uhhuh mm hmm mhm mmhmm hm um yeah yep yup yes yeh ya
     okay ok right sure alright aha ah oh cool nice great good wow true exactly
+    ha haha hah heh hehe
 """.split())
 _BACKCHANNEL_PHRASES = frozenset({"i see", "got it", "oh okay", "oh right", "okay okay", "yeah yeah",
                                   "right right", "uh huh", "mm hmm", "all right", "oh yeah",

@@ -251,9 +251,14 @@ def attach_observers(room: rtc.Room, state: CallState, *, agent_audio: bool = Tr
             attrs = reader.info.attributes or {}
             seg_id = attrs.get("lk.segment_id") or reader.info.stream_id
             seg = state.segments.setdefault(seg_id, Segment(sender=sender, started=time.perf_counter()))
-            text = await reader.read_all()
-            # Agent segments arrive as one growing stream; user segments as whole texts.
-            seg.text = text
+            # Agent segments arrive as one growing stream (read as it grows: an interrupted
+            # reply's stream stays open until the agent has settled the interruption);
+            # user segments as whole texts.
+            text = ""
+            async for chunk in reader:
+                text += chunk
+                seg.text = text
+                state.poke()
             seg.final = attrs.get("lk.transcription_final") == "true" or sender != state.me
             state.poke()
 

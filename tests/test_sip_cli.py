@@ -62,7 +62,8 @@ def test_sip_settings_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.parametrize(("text", "bye"), [
     ("Goodbye.", True), ("Bye bye!", True), ("Okay, bye.", True), ("That's all, thanks.", True),
-    ("goodbye, thank you", True), ("Hang up.", True),
+    ("goodbye, thank you", True), ("Hang up.", True), ("Goodbye! Goodbye! Thank you.", True),
+    ("Thanks, bye.", True), ("Thank you.", False), ("Thank you, that was helpful.", False),
     ("Say goodbye to my friend for me", False), ("What is the capital of France?", False),
     ("", False), ("bye the way, what time is it?", False),
 ])

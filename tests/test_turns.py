@@ -76,7 +76,7 @@ def test_statements_and_unpunctuated_phrases_are_open(text: str) -> None:
     assert transcript_verdict(text) == "open"
 
 
-@pytest.mark.parametrize("text", ["Uh-huh.", "Mm-hmm.", "Yeah.", "Okay.", "Right.", "Yeah, yeah.",
+@pytest.mark.parametrize("text", ["Uh-huh.", "Mm-hmm.", "Yeah.", "Okay.", "Right.", "Yeah, yeah.", "Ha ha.",
                                   "Oh, okay.", "Mhm.", "Sure.", "I see.", "Hmm.", "Ha."])
 def test_backchannels(text: str) -> None:
     assert is_backchannel(text)

@@ -25,7 +25,7 @@ import numpy as np
 from livekit.agents import stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
-from .whisper_stt import to_whisper_input
+from .whisper_stt import drop_repeated_sentences, to_whisper_input
 
 logger = logging.getLogger("parley.interpreter.stt")
 
@@ -119,7 +119,7 @@ class WhisperInterpreterSTT(stt.STT):
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tok, [-1]),
         )[0]
-        return tok.decode(result.sequences_ids[0]).strip(), float(result.no_speech_prob)
+        return drop_repeated_sentences(tok.decode(result.sequences_ids[0]).strip()), float(result.no_speech_prob)
 
     def interpret(self, audio: np.ndarray, language: str | None = None) -> Interpretation:
         """Blocking: detect (unless `language` is given), transcribe, translate to English."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,7 @@ class WhisperSTT(stt.STT):
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else -10.0
         if result.no_speech_prob > self._opts.no_speech_threshold and avg_logprob < self._opts.min_avg_logprob:
             return "", 1.0 - result.no_speech_prob
-        return tokenizer.decode(tokens).strip(), 1.0 - result.no_speech_prob
+        return drop_repeated_sentences(tokenizer.decode(tokens).strip()), 1.0 - result.no_speech_prob
 
     def _transcribe_long(self, audio: np.ndarray, language: str) -> tuple[str, str, float]:
         segments, info = self._model.transcribe(
@@ -223,6 +224,31 @@ def has_sound(audio: np.ndarray) -> bool:
         return False
     frames = audio[: n * 160].reshape(n, 160)
     return bool(np.sqrt((frames * frames).mean(axis=1)).max() > SILENCE_RMS)
+
+
+_SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+
+
+def _norm_words(text: str) -> list[str]:
+    return re.findall(r"\w+(?:'\w+)?", text.lower())
+
+
+def drop_repeated_sentences(text: str) -> str:
+    """Whisper's decoding loop: a sentence of 3+ words said once comes out twice in a row
+    ("La playa está cerca del hotel. La playa está cerca del hotel"), mostly when the window
+    holds more silence than speech. Keep the first; short repeats ("Stop. Stop.") are speech."""
+    words = _norm_words(text)
+    half = len(words) // 2
+    if len(words) % 2 == 0 and half >= 3 and words[:half] == words[half:]:
+        # The same words twice, whatever the punctuation between them.
+        cut = [m.end() for m in re.finditer(r"\w+(?:'\w+)?", text)][half - 1]
+        return text[:cut] + (text[cut] if cut < len(text) and text[cut] in ".!?" else "")
+    kept: list[str] = []
+    for sentence in _SENTENCE.findall(text):
+        if kept and len(_norm_words(sentence)) >= 3 and _norm_words(sentence) == _norm_words(kept[-1]):
+            continue
+        kept.append(sentence)
+    return "".join(kept).strip()
 
 
 def to_whisper_input(buffer: utils.AudioBuffer) -> np.ndarray:
