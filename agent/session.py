@@ -33,6 +33,14 @@ def build_session(settings: Settings, models: LocalModels, chosen: SessionModels
     return session
 
 
+# The transcript (and, on a barge-in, the history) follows the text each TTS piece was made
+# from, entering the synchronizer with that piece's audio. Paced from the LLM's text instead,
+# it runs on through a gap where the next piece is still being written and keeps words the
+# caller never heard. The framework applies it only to a TTS that aligns (Piper's pieces, or
+# its own adapter around a non-streaming cloud TTS).
+ALIGNED_TRANSCRIPT = True
+
+
 def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels, call: Call) -> AgentSession[Call]:
     if chosen.realtime:
         # The realtime model hears, thinks and speaks; the server detects turns. Local VAD
@@ -42,6 +50,8 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
             vad=models.vad,
             llm=chosen.llm,
             tts=chosen.tts,
+            # Piper's phrases, and the local pipeline that takes over if the model fails.
+            use_tts_aligned_transcript=ALIGNED_TRANSCRIPT,
             turn_handling={
                 "turn_detection": "realtime_llm",
                 "interruption": {"mode": "vad", "min_duration": settings.interrupt_min_duration},
@@ -60,11 +70,7 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
         stt=filtered_stt(chosen.stt, lambda: holder[0] if holder else None, models.vad),
         llm=chosen.llm,
         tts=chosen.tts,
-        # The transcript (and, on a barge-in, the history) follows the text each TTS piece
-        # was made from, entering the synchronizer with that piece's audio. Paced from the
-        # LLM's text instead, it runs on through a gap where the next piece is still being
-        # written and keeps words the caller never heard.
-        use_tts_aligned_transcript=True,
+        use_tts_aligned_transcript=ALIGNED_TRANSCRIPT,
         turn_handling={
             # Pause length and transcript decide the end of a turn (agent/providers/turn_detector.py):
             # a finished question is answered as soon as its transcript exists, a finished

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
 import re
@@ -242,9 +243,10 @@ def _pieces(buf: str, *, first: bool, whole: frozenset[str], final: bool) -> tup
                     if not (buf[m.start()] == "." and _is_abbreviation(buf, m.start()))
                     and _words(buf[:m.end()]) >= min_words), None)
         if end is None and not first:
-            words = _WORD_THEN_SPACE.findall(buf)
-            if len(words) > MAX_WORDS:
-                end = [m.end() for m in _WORD_THEN_SPACE.finditer(buf)][MAX_WORDS - 1]
+            # The MAX_WORDS-th word, once the word after it has begun.
+            ends = [m.end() for m in itertools.islice(_WORD_THEN_SPACE.finditer(buf), MAX_WORDS + 1)]
+            if len(ends) > MAX_WORDS:
+                end = ends[MAX_WORDS - 1]
         if end is None:
             break
         out.append(buf[:end])

@@ -16,6 +16,7 @@ fixed sizes. Turns longer than the largest window take the 30 s path
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -227,10 +228,11 @@ def has_sound(audio: np.ndarray) -> bool:
 
 
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+_WORD = re.compile(r"\w+(?:'\w+)?")
 
 
 def _norm_words(text: str) -> list[str]:
-    return re.findall(r"\w+(?:'\w+)?", text.lower())
+    return _WORD.findall(text.lower())
 
 
 def drop_repeated_sentences(text: str) -> str:
@@ -241,13 +243,15 @@ def drop_repeated_sentences(text: str) -> str:
     half = len(words) // 2
     if len(words) % 2 == 0 and half >= 3 and words[:half] == words[half:]:
         # The same words twice, whatever the punctuation between them.
-        cut = [m.end() for m in re.finditer(r"\w+(?:'\w+)?", text)][half - 1]
+        cut = next(itertools.islice(_WORD.finditer(text), half - 1, None)).end()
         return text[:cut] + (text[cut] if cut < len(text) and text[cut] in ".!?" else "")
     kept: list[str] = []
+    last: list[str] = []
     for sentence in _SENTENCE.findall(text):
-        if kept and len(_norm_words(sentence)) >= 3 and _norm_words(sentence) == _norm_words(kept[-1]):
-            continue
-        kept.append(sentence)
+        norm = _norm_words(sentence)
+        if not (kept and len(norm) >= 3 and norm == last):
+            kept.append(sentence)
+        last = norm
     return "".join(kept).strip()
 
 
