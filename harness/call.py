@@ -284,7 +284,7 @@ class LiveCall:
 def _api_error(e: BaseException, opts: CallOptions) -> CallError:
     if isinstance(e, api.TwirpError):
         if e.status in (401, 403):
-            return CallError(f"LiveKit rejected the API key/secret ({e.message})")
+            return CallError("LiveKit rejected the API key/secret" + (f" ({e.message})" if e.message else ""))
         return CallError(f"LiveKit API error {e.status}: {e.message}")
     if isinstance(e, TimeoutError):
         return CallError(f"LiveKit server at {opts.url} did not answer within {opts.timeout:.0f}s")

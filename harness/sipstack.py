@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from ops.settings import OpsSettings as Settings
 from ops.settings import SettingsError
+from ops.sip import SetupError, run_setup
 
 from .devstack import BIN, ROOT, Proc, free_port, wait_port
 
@@ -362,8 +363,6 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.load()
         up(settings)
         if not args.no_setup:
-            from .sip import SetupError, run_setup
-
             try:
                 asyncio.run(run_setup(settings, quiet=False))
             except SetupError as e:
