@@ -13,10 +13,12 @@ import {
   type Participant,
   type RemoteParticipant,
   type RemoteTrack,
+  type RemoteTrackPublication,
   type TextStreamReader,
 } from 'livekit-client';
 
 import { CallError, reason } from './errors';
+import { ATTR_INTERPRETER, ATTR_LANGUAGE, ATTR_SEGMENT_LANGUAGE, INTERPRETER_TRACK_PREFIX, parsePair } from './language';
 import { ListenerClock, type TurnStages } from './latency';
 import { fetchToken } from './token';
 
@@ -36,7 +38,13 @@ export type Role = 'agent' | 'user';
 export interface CallHooks {
   status(text: string): void;
   agentState(state: string): void;
-  transcript(id: string, role: Role, text: string, final: boolean): void;
+  /** `language`: the segment's language code (interpreter mode), else undefined. */
+  transcript(id: string, role: Role, text: string, final: boolean, language?: string): void;
+  /** The agent's language pair when it is an interpreter, null when it is not. */
+  interpreter(pair: string[] | null): void;
+  /** The agent was told the person's language `code` (`error` null), or telling it failed
+   * and `inEffect` ("" = Auto) still holds. */
+  languageSent(code: string, inEffect: string, error: string | null): void;
   audioBlocked(blocked: boolean): void;
   /** This page heard the agent's reply `ms` after the person stopped speaking. */
   turnHeard(seq: number, ms: number): void;
@@ -52,6 +60,10 @@ export interface CallOptions {
   tokenTimeoutMs: number;
   connectTimeoutMs: number;
   agentTimeoutMs: number;
+  /** The person's language ("" = Auto), applied once connected to an interpreter. */
+  language: string;
+  /** The pair of the interpreter last talked to: the choice is sent before the agent appears. */
+  rememberedPair: string[] | null;
 }
 
 export class Call {
@@ -63,12 +75,20 @@ export class Call {
   private connected = false; // failures before this are reported by start(), not as a disconnect
   private readonly audioElements: HTMLMediaElement[] = [];
   private readonly clock: ListenerClock;
+  // Interpreter mode: the agent's pair, the person's choice, and what the room was told
+  // (no attribute set = "" = Auto). Updates go out one at a time, in order.
+  private pair: string[] | null;
+  private language: string;
+  private sentLanguage = '';
+  private languageQueue: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly opts: CallOptions,
     private readonly hooks: CallHooks,
   ) {
     this.clock = new ListenerClock({ measured: (seq, ms) => this.onHeard(seq, ms) });
+    this.pair = opts.rememberedPair;
+    this.language = opts.language;
   }
 
   private onHeard(seq: number, ms: number): void {
@@ -93,6 +113,7 @@ export class Call {
       this.hooks.status('Connecting to LiveKit…');
       await this.connect(grant.server_url, grant.token);
       this.ensureActive();
+      this.applyLanguage(); // before the agent joins, if the last one was an interpreter
       await this.room.localParticipant.publishTrack(this.mic!, { source: Track.Source.Microphone });
       this.clock.watchMic(this.mic!.mediaStreamTrack);
       this.hooks.status('Waiting for the agent to join…');
@@ -130,6 +151,85 @@ export class Call {
 
   async enableAudio(): Promise<void> {
     await this.room.startAudio();
+  }
+
+  /** The person picked the language they speak ("" = Auto: the agent detects it). */
+  setLanguage(code: string): void {
+    this.language = code;
+    this.applyLanguage();
+  }
+
+  private applyLanguage(): void {
+    this.languageQueue = this.languageQueue.then(() => this.sendLanguage());
+  }
+
+  /** Sets our `parley.language` attribute when connected to an interpreter and it changed. */
+  private async sendLanguage(): Promise<void> {
+    if (!this.connected || this.finished || !this.pair) return;
+    // A choice outside this agent's pair (remembered from another call) means Auto here.
+    const want = this.pair.includes(this.language) ? this.language : '';
+    if (want === this.sentLanguage) return;
+    try {
+      await this.room.localParticipant.setAttributes({ [ATTR_LANGUAGE]: want });
+      this.sentLanguage = want;
+      if (!this.finished) this.hooks.languageSent(want, want, null);
+    } catch (err) {
+      const why = reason(err) || 'no answer from the call server';
+      if (!this.finished) this.hooks.languageSent(want, this.sentLanguage, why);
+    }
+  }
+
+  private onInterpreter(p: RemoteParticipant): void {
+    const pair = parsePair(p.attributes[ATTR_INTERPRETER]);
+    this.pair = pair;
+    this.hooks.interpreter(pair);
+    this.applyLanguage();
+  }
+
+  /** The agent's translation of our own words, meant for the other people in the room. */
+  private isOwnTranslation(pub: RemoteTrackPublication, p: RemoteParticipant): boolean {
+    return (
+      p.kind === ParticipantKind.AGENT &&
+      pub.kind === Track.Kind.Audio &&
+      pub.trackName === `${INTERPRETER_TRACK_PREFIX}${this.room.localParticipant.identity}`
+    );
+  }
+
+  /** Someone besides us and agents is in the room: they, not we, hear our words translated. */
+  private othersPresent(): boolean {
+    return [...this.room.remoteParticipants.values()].some((p) => p.kind !== ParticipantKind.AGENT);
+  }
+
+  private play(track: RemoteTrack, pub: RemoteTrackPublication, p: RemoteParticipant): void {
+    const el = track.attach();
+    el.hidden = true;
+    el.dataset.trackName = pub.trackName; // which one plays (interpreter mode; tests)
+    document.body.appendChild(el);
+    this.audioElements.push(el);
+    if (p.kind === ParticipantKind.AGENT) this.clock.watchAgent(track.mediaStreamTrack);
+  }
+
+  /** Someone joined or left: play our own translation only while we are alone with the agent. */
+  private routeTranslations(): void {
+    const silence = this.othersPresent();
+    for (const p of this.room.remoteParticipants.values()) {
+      for (const pub of p.audioTrackPublications.values()) {
+        if (!this.isOwnTranslation(pub, p)) continue;
+        pub.setEnabled(!silence);
+        const track = pub.track;
+        if (!track) continue;
+        if (silence) this.stopPlaying(track);
+        else if (track.attachedElements.length === 0) this.play(track, pub, p);
+      }
+    }
+  }
+
+  private stopPlaying(track: RemoteTrack): void {
+    for (const el of track.detach()) {
+      el.remove();
+      const i = this.audioElements.indexOf(el);
+      if (i >= 0) this.audioElements.splice(i, 1);
+    }
   }
 
   private async openMicrophone(): Promise<void> {
@@ -204,6 +304,7 @@ export class Call {
     if (this.agent) return;
     this.agent = p;
     this.hooks.agentState(p.attributes[ATTR_AGENT_STATE] ?? 'initializing');
+    this.onInterpreter(p);
     this.agentArrived?.();
     this.agentArrived = undefined;
   }
@@ -213,26 +314,29 @@ export class Call {
     room
       .on(RoomEvent.ParticipantConnected, (p: RemoteParticipant) => {
         if (p.kind === ParticipantKind.AGENT) this.onAgent(p);
+        this.routeTranslations();
       })
       .on(RoomEvent.ParticipantAttributesChanged, (changed: Record<string, string>, p: Participant) => {
-        if (p === this.agent && ATTR_AGENT_STATE in changed) this.hooks.agentState(changed[ATTR_AGENT_STATE]);
+        if (p !== this.agent) return;
+        if (ATTR_AGENT_STATE in changed) this.hooks.agentState(changed[ATTR_AGENT_STATE]);
+        if (ATTR_INTERPRETER in changed) this.onInterpreter(this.agent);
       })
       .on(RoomEvent.ParticipantDisconnected, (p: RemoteParticipant) => {
         if (p === this.agent && !this.finished) {
           this.fail(new CallError('disconnected', 'The agent left the call.', 'Press “Start call” to talk again.'));
+          return;
         }
+        this.routeTranslations();
       })
-      .on(RoomEvent.TrackSubscribed, (track: RemoteTrack, _pub, p: RemoteParticipant) => {
+      .on(RoomEvent.TrackSubscribed, (track: RemoteTrack, pub: RemoteTrackPublication, p: RemoteParticipant) => {
         if (track.kind !== Track.Kind.Audio) return;
-        const el = track.attach();
-        el.hidden = true;
-        document.body.appendChild(el);
-        this.audioElements.push(el);
-        if (p.kind === ParticipantKind.AGENT) this.clock.watchAgent(track.mediaStreamTrack);
+        if (this.isOwnTranslation(pub, p) && this.othersPresent()) {
+          pub.setEnabled(false); // not played here; routeTranslations() turns it on when alone
+          return;
+        }
+        this.play(track, pub, p);
       })
-      .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack) => {
-        track.detach().forEach((el) => el.remove());
-      })
+      .on(RoomEvent.TrackUnsubscribed, (track: RemoteTrack) => this.stopPlaying(track))
       .on(RoomEvent.AudioPlaybackStatusChanged, () => this.hooks.audioBlocked(!room.canPlaybackAudio))
       .on(RoomEvent.Reconnecting, () => this.hooks.status('Connection lost, reconnecting…'))
       .on(RoomEvent.Reconnected, () => this.hooks.status('Reconnected.'))
@@ -259,16 +363,18 @@ export class Call {
       sender === this.room.localParticipant.identity ||
       (trackId !== undefined && trackId === this.mic?.sid);
     const role: Role = mine ? 'user' : 'agent';
+    const language = attrs[ATTR_SEGMENT_LANGUAGE] || undefined; // interpreter mode only
     // Agent segments grow chunk by chunk in one stream; user segments arrive as whole
     // texts, one stream per update, the last one marked final.
     let text = '';
     for await (const chunk of reader) {
       text += chunk;
-      this.hooks.transcript(id, role, text, false);
+      this.hooks.transcript(id, role, text, false, language);
     }
     // Read the attributes again: the closing trailer of a stream may add the final flag.
-    const final = role === 'agent' || (reader.info.attributes ?? attrs)[ATTR_FINAL] === 'true';
-    this.hooks.transcript(id, role, text, final);
+    const last = reader.info.attributes ?? attrs;
+    const final = role === 'agent' || last[ATTR_FINAL] === 'true';
+    this.hooks.transcript(id, role, text, final, last[ATTR_SEGMENT_LANGUAGE] || language);
   }
 
   private fail(err: CallError): void {

@@ -4,12 +4,15 @@
  *   ?tokenUrl=/api/token  where to ask for a room token
  *   #key=<key>         bearer key for the token service (kept in the fragment so it
  *                      never reaches a server log)
+ * Interpreter mode (an agent with the `parley.interpreter` attribute) adds the "I speak:"
+ * toggle; the choice and the last pair are remembered in localStorage (language.ts).
  */
 
 import './style.css';
 
 import { Call } from './call';
 import { CallError, toCallError } from './errors';
+import { languageName, storeLanguage, storePair, storedLanguage, storedPair } from './language';
 import { Ui } from './ui';
 
 function options() {
@@ -31,6 +34,9 @@ function options() {
 const ui = new Ui();
 let call: Call | null = null;
 let muted = false;
+// The last interpreter's pair: the toggle is shown (and usable) before the next call.
+let pair = storedPair();
+let language = storedLanguage();
 
 function report(err: unknown): void {
   const e = toCallError(err);
@@ -42,13 +48,34 @@ async function startCall(): Promise<void> {
   ui.clearError();
   ui.clearTranscript();
   ui.clearLatency();
+  ui.setLanguageNote(null);
   muted = false;
   ui.setPhase('starting');
   ui.setAgentState('connecting');
-  const current = new Call(options(), {
+  const current = new Call({ ...options(), language, rememberedPair: pair }, {
     status: (text) => ui.setStatus(text),
     agentState: (state) => ui.setAgentState(state),
-    transcript: (id, role, text, final) => ui.upsertLine(id, role, text, final),
+    transcript: (id, role, text, final, lang) => ui.upsertLine(id, role, text, final, undefined, lang),
+    interpreter: (agentPair) => {
+      if (call !== current) return;
+      pair = agentPair;
+      storePair(agentPair);
+      if (agentPair) ui.showLanguages(agentPair, language);
+      else ui.hideLanguages();
+    },
+    languageSent: (code, inEffect, error) => {
+      if (call !== current) return;
+      if (!error) {
+        ui.setLanguageNote(null);
+        return;
+      }
+      // Show what the agent still uses; picking the choice again retries.
+      ui.selectLanguage(inEffect);
+      const name = (c: string) => (c ? languageName(c) : 'Auto');
+      ui.setLanguageNote(
+        `“${name(code)}” did not reach the agent (${error}); it still uses ${name(inEffect)}. Pick it again to retry.`,
+      );
+    },
     turnHeard: (seq, ms) => ui.turnHeard(seq, ms),
     turnStages: (stages) => ui.turnStages(stages),
     audioBlocked: (blocked) => {
@@ -60,6 +87,7 @@ async function startCall(): Promise<void> {
       call = null;
       ui.setPhase('idle');
       ui.setAgentState('idle');
+      ui.setLanguageNote(null);
       if (error) {
         ui.showError(error);
         ui.setStatus('Call ended.');
@@ -98,6 +126,13 @@ ui.mute.addEventListener('click', () => {
   void call.setMuted(muted).catch(report);
 });
 
+ui.onLanguage((code) => {
+  language = code;
+  storeLanguage(code);
+  ui.setLanguageNote(null);
+  call?.setLanguage(code);
+});
+
 ui.enableAudio.addEventListener('click', () => {
   void call?.enableAudio().then(() => {
     ui.enableAudio.hidden = true;
@@ -129,3 +164,4 @@ window.addEventListener('error', (ev) => {
 
 ui.setPhase('idle');
 ui.setAgentState('idle');
+if (pair) ui.showLanguages(pair, language);

@@ -2,6 +2,7 @@
 
 import type { CallError } from './errors';
 import type { Role } from './call';
+import { languageName } from './language';
 import type { TurnStages } from './latency';
 
 /** One row of the latency waterfall: what the page heard, and what the agent reported. */
@@ -59,6 +60,10 @@ export class Ui {
   private readonly rows = new Map<number, TurnRow>();
   private typedRows = 0;
   private localLines = 0;
+  private readonly language = $<HTMLFieldSetElement>('language');
+  private readonly languageOptions = $<HTMLDivElement>('language-options');
+  private readonly languageNote = $<HTMLParagraphElement>('language-note');
+  private languagePair = '';
 
   setStatus(text: string): void {
     this.statusLine.textContent = text;
@@ -107,8 +112,59 @@ export class Ui {
     this.empty.hidden = false;
   }
 
-  /** Insert or update one segment of the conversation. */
-  upsertLine(id: string, role: Role, text: string, final: boolean, via?: 'chat'): void {
+  /** The "I speak:" toggle: one choice per language of the interpreter's pair, plus Auto. */
+  showLanguages(pair: string[], chosen: string): void {
+    const key = pair.join(',');
+    if (key !== this.languagePair) {
+      this.languagePair = key;
+      const choices = [...pair.map((code) => ({ code, label: languageName(code) })), { code: '', label: 'Auto' }];
+      this.languageOptions.replaceChildren(
+        ...choices.map(({ code, label }) => {
+          const option = document.createElement('label');
+          const input = document.createElement('input');
+          input.type = 'radio';
+          input.name = 'language';
+          input.value = code;
+          const text = document.createElement('span');
+          text.textContent = label;
+          if (code) text.lang = code;
+          else text.title = 'Detect the language I speak';
+          option.append(input, text);
+          return option;
+        }),
+      );
+    }
+    this.selectLanguage(pair.includes(chosen) ? chosen : '');
+    this.language.hidden = false;
+  }
+
+  hideLanguages(): void {
+    this.language.hidden = true;
+    this.setLanguageNote(null);
+  }
+
+  selectLanguage(code: string): void {
+    for (const input of this.languageOptions.querySelectorAll<HTMLInputElement>('input[name="language"]')) {
+      input.checked = input.value === code;
+    }
+  }
+
+  /** `handler` gets the chosen code ("" = Auto) each time the person picks one. */
+  onLanguage(handler: (code: string) => void): void {
+    this.languageOptions.addEventListener('change', (ev) => {
+      const input = ev.target as HTMLInputElement;
+      if (input.name === 'language' && input.checked) handler(input.value);
+    });
+  }
+
+  /** A line under the toggle when the choice did not reach the agent; null clears it. */
+  setLanguageNote(text: string | null): void {
+    this.languageNote.textContent = text ?? '';
+    this.languageNote.hidden = text === null;
+  }
+
+  /** Insert or update one segment of the conversation (`language`: interpreter mode's badge). */
+  upsertLine(id: string, role: Role, text: string, final: boolean, via?: 'chat', language?: string): void {
     const clean = text.trim();
     let li = this.lines.get(id);
     if (!li) {
@@ -126,10 +182,27 @@ export class Ui {
       this.lines.set(id, li);
       this.empty.hidden = true;
     }
-    (li.querySelector('.text') as HTMLSpanElement).textContent = clean;
+    const body = li.querySelector('.text') as HTMLSpanElement;
+    body.textContent = clean;
     li.dataset.final = String(final);
+    if (language && li.dataset.language !== language) this.setLineLanguage(li, body, language);
     const box = this.transcript.parentElement;
     if (box) box.scrollTop = box.scrollHeight;
+  }
+
+  private setLineLanguage(li: HTMLLIElement, body: HTMLSpanElement, code: string): void {
+    li.dataset.language = code;
+    body.lang = code;
+    const who = li.querySelector('.who') as HTMLSpanElement;
+    let badge = who.querySelector<HTMLSpanElement>('.lang');
+    if (!badge) {
+      badge = document.createElement('span');
+      badge.className = 'lang';
+      badge.dataset.testid = 'language-badge';
+      who.append(badge);
+    }
+    badge.textContent = code.toUpperCase();
+    badge.title = languageName(code);
   }
 
   clearLatency(): void {
