@@ -1,17 +1,18 @@
 """The web app in interpreter mode, in a real headless Chromium against real processes
 (livekit-server, parley-tokens), with no models: a plain `livekit.rtc` participant of kind
 agent stands in for the worker. It carries `parley.interpreter` as the worker does (set
-after it joins), sends `lk.transcription` streams with a `language` attribute and publishes
-`interpreter:<identity>` tracks; the page is checked against that contract (README,
-"Interpreter mode"): the "I speak:" toggle, the person's `parley.language` attribute as the
-agent sees it, language badges, which translation track plays, and nothing of it with a
-normal agent."""
+after it joins), answers the RPC `parley.set_language`, sends `lk.transcription` streams with
+a `language` attribute and publishes `interpreter:<identity>` tracks; the page is checked
+against that contract (README, "Interpreter mode"): the "I speak:" toggle, the choice as the
+agent receives it (and the page's note when the agent refuses it), language badges, which
+translation track plays, and nothing of it with a normal agent."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ async def browser_page(out_dir: Path, name: str) -> AsyncIterator[Page]:
 
 
 def token(server: LiveKitServer, room: str, identity: str, *, agent: bool) -> str:
+    # May update its own attributes: the stand-in announces `parley.interpreter` as the worker does.
     at = (api.AccessToken(server.api_key, server.api_secret).with_identity(identity)
           .with_grants(api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True)))
     if agent:
@@ -71,11 +73,25 @@ def token(server: LiveKitServer, room: str, identity: str, *, agent: bool) -> st
 
 
 async def join(server: LiveKitServer, room: str, identity: str, *, agent: bool,
-               pair: str | None = None) -> rtc.Room:
-    """A participant in `room`; an agent with `pair` announces it after joining, as the worker does."""
+               pair: str | None = None, calls: list[tuple[str, str]] | None = None,
+               refuse: Collection[str] = ()) -> rtc.Room:
+    """A participant in `room`. An agent with `pair` answers `parley.set_language` (each call
+    recorded in `calls` as (caller identity, payload); a code outside the pair or in `refuse` is
+    answered with an RpcError), then announces the pair, as the worker does."""
     r = rtc.Room()
     await r.connect(server.url, token(server, room, identity, agent=agent))
     if pair is not None:
+        codes = ("", *pair.split(","))
+
+        def set_language(data: rtc.RpcInvocationData) -> str:
+            if calls is not None:
+                calls.append((data.caller_identity, data.payload))
+            if data.payload not in codes or data.payload in refuse:
+                raise rtc.RpcError(rtc.RpcError.ErrorCode.APPLICATION_ERROR,
+                                   f"language {data.payload!r} is not supported here")
+            return json.dumps({"language": data.payload})
+
+        r.local_participant.register_rpc_method("parley.set_language", set_language)
         await r.local_participant.set_attributes({"parley.interpreter": pair})
     return r
 
@@ -98,27 +114,20 @@ async def eventually(pred: Callable[[], Any], seconds: float = 15.0) -> Any:
     return pred()
 
 
-def language_of(agent: rtc.Room, identity: str) -> str | None:
-    """The browser participant's `parley.language` as the agent sees it (None: not set)."""
-    p = agent.remote_participants.get(identity)
-    return None if p is None else p.attributes.get("parley.language")
-
-
-async def language_reaches_agent(page: Page, agent: rtc.Room, identity: str, code: str) -> None:
-    """The agent sees `code` on the browser participant; fails at once when the page says it
-    could not send it (its note under the toggle carries the server's reason)."""
+async def agent_received(page: Page, calls: list[tuple[str, str]], expected: list[tuple[str, str]]) -> None:
+    """The stand-in's `parley.set_language` calls become `expected`; fails at once when the page
+    says the choice did not reach the agent (its note under the toggle carries the reason)."""
     note = page.locator("#language-note")
     deadline = asyncio.get_running_loop().time() + 15
     while asyncio.get_running_loop().time() < deadline:
-        if language_of(agent, identity) == code:
+        if calls == expected:
             await expect(note).to_be_hidden()
             return
-        if await note.is_visible():
+        if await note.is_visible() or len(calls) > len(expected):
             break
         await asyncio.sleep(0.1)
     shown = await note.inner_text() if await note.is_visible() else "(nothing)"
-    pytest.fail(f"the agent sees parley.language={language_of(agent, identity)!r}, not {code!r}; "
-                f"the page says: {shown}")
+    pytest.fail(f"the agent received {calls!r}, not {expected!r}; the page says: {shown}")
 
 
 async def transcript(agent: rtc.Room, text: str, segment: str, **attrs: str) -> None:
@@ -228,38 +237,80 @@ async def test_language_choice_reaches_agent(web: TokenService, livekit_server: 
         async with browser_page(out_dir, "choice") as page:
             await page.goto(f"{web.url}/?agentTimeout=30")
             grant = await start_call(page)
-            agent = await join(livekit_server, grant["room"], "agent-standin", agent=True, pair=PAIR)
+            calls: list[tuple[str, str]] = []
+            agent = await join(livekit_server, grant["room"], "agent-standin", agent=True, pair=PAIR, calls=calls)
             rooms.append(agent)
             await connected(page)
             toggle = page.get_by_role("group", name="I speak:")
             await expect(toggle).to_be_visible(timeout=15_000)
             identity = grant["identity"]
             await eventually(lambda: identity in agent.remote_participants)
-            assert language_of(agent, identity) is None, "Auto (the default) sets no language"
+            await asyncio.sleep(1)
+            assert calls == [], "Auto (the default) is not sent"
 
-            # During the call: the agent sees the choice on the browser participant.
+            # During the call: the agent is told by RPC.
             await toggle.get_by_text("Español").click()
-            await language_reaches_agent(page, agent, identity, "es")
+            await agent_received(page, calls, [(identity, "es")])
             await expect(toggle.get_by_role("radio", name="Español")).to_be_checked()
             stored = await page.evaluate("localStorage.getItem('parley.language')")
             assert stored == "es", stored
 
-            # Auto: back to detection ("" removes the attribute in LiveKit).
+            # Auto: back to detection, sent as "".
             await toggle.get_by_text("Auto").click()
-            assert await eventually(lambda: not language_of(agent, identity)), language_of(agent, identity)
+            await agent_received(page, calls, [(identity, "es"), (identity, "")])
+            await expect(toggle.get_by_role("radio", name="Auto")).to_be_checked()
             await hang_up(page, agent)
 
-            # Before the next call: chosen while idle, applied once connected, so the
-            # agent has it from the moment it joins.
+            # Before the next call: chosen while idle, sent once the agent shows its pair.
             await toggle.get_by_text("English").click()
             await page.reload()  # and remembered across a reload
             toggle = page.get_by_role("group", name="I speak:")
             await expect(toggle.get_by_role("radio", name="English")).to_be_checked()
             grant = await start_call(page)
-            agent = await join(livekit_server, grant["room"], "agent-standin-2", agent=True, pair=PAIR)
+            calls = []
+            agent = await join(livekit_server, grant["room"], "agent-standin-2", agent=True, pair=PAIR, calls=calls)
             rooms.append(agent)
             await connected(page)
-            await language_reaches_agent(page, agent, grant["identity"], "en")
+            await agent_received(page, calls, [(grant["identity"], "en")])
+            await expect(toggle.get_by_role("radio", name="English")).to_be_checked()
+            await hang_up(page, agent)
+
+    await with_cleanup(rooms, body)
+
+
+async def test_language_refused_by_agent(web: TokenService, livekit_server: LiveKitServer, out_dir: Path) -> None:
+    rooms: list[rtc.Room] = []
+
+    async def body() -> None:
+        async with browser_page(out_dir, "refused") as page:
+            await page.goto(f"{web.url}/?agentTimeout=30")
+            grant = await start_call(page)
+            identity = grant["identity"]
+            calls: list[tuple[str, str]] = []
+            agent = await join(livekit_server, grant["room"], "agent-standin", agent=True, pair=PAIR,
+                               calls=calls, refuse={"es"})
+            rooms.append(agent)
+            await connected(page)
+            toggle = page.get_by_role("group", name="I speak:")
+            await expect(toggle).to_be_visible(timeout=15_000)
+
+            # The agent answers with an RpcError: the radio goes back to what it uses (Auto) and
+            # one line under the toggle says why, with the agent's own message.
+            await toggle.get_by_text("Español").click()
+            note = page.locator("#language-note")
+            await expect(note).to_be_visible(timeout=20_000)
+            await expect(note).to_contain_text("did not reach the agent")
+            await expect(note).to_contain_text("language 'es' is not supported here")
+            assert "\n" not in await note.inner_text()
+            await expect(toggle.get_by_role("radio", name="Auto")).to_be_checked()
+            assert calls == [(identity, "es")], calls
+            await expect(page.locator("#error")).to_be_hidden()
+            await page.screenshot(path=str(out_dir / "browser-interpreter-refused.png"), full_page=True)
+
+            # Another choice goes through and clears the note.
+            await toggle.get_by_text("English").click()
+            await agent_received(page, calls, [(identity, "es"), (identity, "en")])
+            await expect(toggle.get_by_role("radio", name="English")).to_be_checked()
             await hang_up(page, agent)
 
     await with_cleanup(rooms, body)

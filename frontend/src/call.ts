@@ -18,7 +18,7 @@ import {
 } from 'livekit-client';
 
 import { CallError, reason } from './errors';
-import { ATTR_INTERPRETER, ATTR_LANGUAGE, ATTR_SEGMENT_LANGUAGE, INTERPRETER_TRACK_PREFIX, parsePair } from './language';
+import { ATTR_INTERPRETER, ATTR_SEGMENT_LANGUAGE, INTERPRETER_TRACK_PREFIX, RPC_SET_LANGUAGE, parsePair } from './language';
 import { ListenerClock, type TurnStages } from './latency';
 import { fetchToken } from './token';
 
@@ -60,10 +60,8 @@ export interface CallOptions {
   tokenTimeoutMs: number;
   connectTimeoutMs: number;
   agentTimeoutMs: number;
-  /** The person's language ("" = Auto), applied once connected to an interpreter. */
+  /** The person's language ("" = Auto), sent to the agent once it shows it is an interpreter. */
   language: string;
-  /** The pair of the interpreter last talked to: the choice is sent before the agent appears. */
-  rememberedPair: string[] | null;
 }
 
 export class Call {
@@ -75,19 +73,20 @@ export class Call {
   private connected = false; // failures before this are reported by start(), not as a disconnect
   private readonly audioElements: HTMLMediaElement[] = [];
   private readonly clock: ListenerClock;
-  // Interpreter mode: the agent's pair, the person's choice, and what the room was told
-  // (no attribute set = "" = Auto). Updates go out one at a time, in order.
-  private pair: string[] | null;
+  // Interpreter mode: the agent's pair, the person's choice, and what the agent confirmed
+  // (nothing told = "" = Auto). Updates go to the agent by RPC one at a time; one waiting
+  // behind the one in flight sends whatever the choice is by then.
+  private pair: string[] | null = null;
   private language: string;
   private sentLanguage = '';
   private languageQueue: Promise<void> = Promise.resolve();
+  private languageWaiting = false;
 
   constructor(
     private readonly opts: CallOptions,
     private readonly hooks: CallHooks,
   ) {
     this.clock = new ListenerClock({ measured: (seq, ms) => this.onHeard(seq, ms) });
-    this.pair = opts.rememberedPair;
     this.language = opts.language;
   }
 
@@ -113,7 +112,7 @@ export class Call {
       this.hooks.status('Connecting to LiveKit…');
       await this.connect(grant.server_url, grant.token);
       this.ensureActive();
-      this.applyLanguage(); // before the agent joins, if the last one was an interpreter
+      this.applyLanguage(); // an interpreter seen while connecting is told now
       await this.room.localParticipant.publishTrack(this.mic!, { source: Track.Source.Microphone });
       this.clock.watchMic(this.mic!.mediaStreamTrack);
       this.hooks.status('Waiting for the agent to join…');
@@ -160,21 +159,34 @@ export class Call {
   }
 
   private applyLanguage(): void {
-    this.languageQueue = this.languageQueue.then(() => this.sendLanguage());
+    if (this.languageWaiting) return; // the send already queued reads the latest choice
+    this.languageWaiting = true;
+    this.languageQueue = this.languageQueue.then(() => {
+      this.languageWaiting = false;
+      return this.sendLanguage();
+    });
   }
 
-  /** Sets our `parley.language` attribute when connected to an interpreter and it changed. */
+  /** Tells the interpreter agent (RPC `parley.set_language`) the person's language when it
+   * differs from what the agent last confirmed. */
   private async sendLanguage(): Promise<void> {
-    if (!this.connected || this.finished || !this.pair) return;
+    const agent = this.agent;
+    if (!this.connected || this.finished || !agent || !this.pair) return;
     // A choice outside this agent's pair (remembered from another call) means Auto here.
     const want = this.pair.includes(this.language) ? this.language : '';
     if (want === this.sentLanguage) return;
     try {
-      await this.room.localParticipant.setAttributes({ [ATTR_LANGUAGE]: want });
+      await this.room.localParticipant.performRpc({
+        destinationIdentity: agent.identity,
+        method: RPC_SET_LANGUAGE,
+        payload: want,
+      });
       this.sentLanguage = want;
       if (!this.finished) this.hooks.languageSent(want, want, null);
     } catch (err) {
-      const why = reason(err) || 'no answer from the call server';
+      // RpcError: the agent's own reason (unknown code), or LiveKit's (timeout, agent gone,
+      // a worker without the method).
+      const why = reason(err) || 'no answer from the agent';
       if (!this.finished) this.hooks.languageSent(want, this.sentLanguage, why);
     }
   }

@@ -1,12 +1,14 @@
 /**
  * Interpreter mode: the agent says which language pair it interprets (its attribute
- * `parley.interpreter`, e.g. "en,es"), the person says which one they speak (their own
- * attribute `parley.language`, "" = let the agent detect it). The choice, and the last pair
- * seen, are remembered in localStorage so the toggle is there before the next call.
+ * `parley.interpreter`, e.g. "en,es"), the page tells it which one the person speaks with the
+ * RPC `parley.set_language` (payload: a code of the pair, "" = let the agent detect it). The
+ * choice, and the last pair seen, are remembered in localStorage so the toggle is there before
+ * the next call.
  */
 
 export const ATTR_INTERPRETER = 'parley.interpreter';
-export const ATTR_LANGUAGE = 'parley.language';
+/** The agent's RPC method: payload a code or "" (Auto); answer `{"language": code}`. */
+export const RPC_SET_LANGUAGE = 'parley.set_language';
 /** Transcript stream attribute: the language of that segment's text. */
 export const ATTR_SEGMENT_LANGUAGE = 'language';
 /** The agent's audio track that speaks one speaker's words translated. */

@@ -52,7 +52,7 @@ async function startCall(): Promise<void> {
   muted = false;
   ui.setPhase('starting');
   ui.setAgentState('connecting');
-  const current = new Call({ ...options(), language, rememberedPair: pair }, {
+  const current = new Call({ ...options(), language }, {
     status: (text) => ui.setStatus(text),
     agentState: (state) => ui.setAgentState(state),
     transcript: (id, role, text, final, lang) => ui.upsertLine(id, role, text, final, undefined, lang),
