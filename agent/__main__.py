@@ -39,7 +39,8 @@ def main() -> None:
         from .models import check_installed
         from .worker import server, settings
 
-        check_installed(settings.stt_model, settings.local_llm)
+        check_installed(settings.stt_model, settings.local_llm,
+                        settings.interpreter_model if settings.interpreter else None)
     except (SettingsError, ModelMissingError) as e:
         sys.exit(f"parley: configuration error: {e}")
 

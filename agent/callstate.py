@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ class Call:
     session: AgentSession[Call] | None = None
     ended_by: str = ""
     started_at: float = field(default_factory=time.time)
+    # More report sections, each made when the report is written (name -> maker).
+    sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _close_reason: CloseReason | None = None
     _ended_on_purpose: bool = False  # through Call.end (tool, keypad, goodbye, transfer)
@@ -229,6 +232,8 @@ class Call:
         report["ended_by"] = self.ended_by or "unknown"
         if self.line is not None:
             report["phone"] = self.line.summary()
+        for name, make in self.sections.items():
+            report[name] = make()
         if self.chosen is not None:
             # report["usage"] (framework) has per provider/model audio seconds, tokens, characters.
             report["providers"] = {**self.chosen.providers, "fallbacks": self.chosen.fallbacks.events}

@@ -26,19 +26,27 @@ One caller alone hears their own words translated back, which is how parley-call
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from livekit import rtc
-from livekit.agents import Agent, ModelSettings, llm, stt, tts
+from livekit.agents import Agent, AgentSession, ModelSettings, llm, room_io, stt, tts
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from . import compat, models
 from .providers.espeak_tts import EspeakOptions, EspeakTTS
-from .providers.llama_translate import LlamaTranslator, TranslatorOptions
+from .providers.llama_translate import (
+    LlamaTranslator,
+    LocalTranslateLLM,
+    TranslatorOptions,
+    clean_reply,
+    request_messages,
+)
 from .providers.whisper_interpreter import InterpreterSTTOptions, WhisperInterpreterSTT
 from .settings import Settings
 
@@ -65,6 +73,16 @@ _COMMON = {
 }
 
 
+def translation_request(text: str, source: str, target: str) -> llm.ChatContext:
+    """The chat a translation LLM is sent; the local translator reads `extra["translate"]`."""
+    ctx = llm.ChatContext()
+    msgs = request_messages(text, source, target)
+    for i, m in enumerate(msgs):
+        extra = {"translate": {"text": text, "source": source, "target": target}} if i == len(msgs) - 1 else {}
+        ctx.add_message(role=m["role"], content=m["content"], extra=extra)
+    return ctx
+
+
 def _key(text: str) -> str:
     return " ".join(text.split())
 
@@ -83,17 +101,25 @@ class InterpreterModels:
     translator: LlamaTranslator | None  # None: only Whisper's translate task (into English) is left
     voices: dict[str, tts.TTS]
 
+    def translation_llm(self) -> llm.LLM:
+        """The translator as an LLM: what the session holds (and a cloud LLM falls back to)."""
+        return LocalTranslateLLM(self.translator)
+
     @classmethod
-    def load(cls, settings: Settings, english_voice: tts.TTS) -> InterpreterModels:
+    def load(cls, settings: Settings, english_voice: tts.TTS | None = None) -> InterpreterModels:
+        """`english_voice`: Piper, when the caller has it loaded; else the worker adds it."""
         t0 = time.perf_counter()
         pair = settings.interpreter_pair
         whisper = WhisperInterpreterSTT(InterpreterSTTOptions(
             model_path=models.whisper_model("base", settings.model_dir), languages=pair))
         # The text model translates every direction (Whisper's own translate task, into
         # English only, measured far less faithful: see README "Interpreter mode").
-        translator = LlamaTranslator(TranslatorOptions(model_path=models.qwen25_05b_gguf(settings.model_dir),
+        translator = LlamaTranslator(TranslatorOptions(model_path=models.llm_gguf(
+            settings.interpreter_model, settings.model_dir, "PARLEY_INTERPRETER_MODEL"),
                                                        n_threads=settings.llm_threads))
-        voices = {lang: (english_voice if lang == "en" else EspeakTTS(EspeakOptions(voice=lang))) for lang in pair}
+        voices: dict[str, tts.TTS] = {lang: EspeakTTS(EspeakOptions(voice=lang)) for lang in pair if lang != "en"}
+        if english_voice is not None and "en" in pair:
+            voices["en"] = english_voice
         logger.info("interpreter models for %s ready in %.2fs", "/".join(pair), time.perf_counter() - t0)
         return cls(whisper, translator, voices)
 
@@ -121,11 +147,17 @@ class Rendition:
 
 
 class InterpreterAgent(Agent):
-    def __init__(self, settings: Settings, loaded: InterpreterModels) -> None:
+    def __init__(self, settings: Settings, loaded: InterpreterModels,
+                 speaker_language: Callable[[], str | None] | None = None,
+                 translation_llm: llm.LLM | None = None) -> None:
+        """`speaker_language()`: the language the speaker said they speak (their client's
+        `parley.language` attribute), used instead of detection; None or "" means detect.
+        `translation_llm`: a cloud LLM (behind a FallbackAdapter with the local translator,
+        `select_translation`) that translates instead of the local model."""
         super().__init__(
             instructions="Interpreter: translate each utterance into the call's other language.",
             tools=[],
-            stt=loaded.stt,
+            stt=loaded.stt.for_speaker(speaker_language) if speaker_language is not None else loaded.stt,
             tts=loaded.voices.get("en") or next(iter(loaded.voices.values())),
             # Its tts_node speaks each translation whole: there are no pieces to align to.
             use_tts_aligned_transcript=False,
@@ -140,9 +172,11 @@ class InterpreterAgent(Agent):
         )
         self._settings = settings
         self._models = loaded
+        self._translation_llm = translation_llm
         self._pair = settings.interpreter_pair
         self._heard: list[Heard] = []
         self._by_user_text: dict[str, Rendition] = {}
+        self._running: dict[str, asyncio.Future[Rendition]] = {}
         self._by_translation: dict[str, Rendition] = {}
         self._spoken_in: dict[str, str] = {}  # text the agent says -> its language (for voice and transcript)
         self.renditions: list[Rendition] = []
@@ -187,13 +221,23 @@ class InterpreterAgent(Agent):
     # --- the translation ------------------------------------------------------------------
 
     async def translate(self, text: str) -> Rendition:
-        if (done := self._by_user_text.get(text)) is not None:  # a preemptive run already made it
+        # The turn's end and the reply both ask for it (and a preemptive run may come first):
+        # one translation per utterance, the others wait for it.
+        if (done := self._by_user_text.get(text)) is not None:
             return done
+        if (running := self._running.get(text)) is None:
+            running = self._running[text] = asyncio.ensure_future(self._translate(text))
+            running.add_done_callback(lambda _f: self._running.pop(text, None))
+        return await asyncio.shield(running)
+
+    async def _translate(self, text: str) -> Rendition:
         segments = self._segments_of(text)
         source = segments[0].language if segments else guess_language(text, self._pair)
         target = self.other(source)
         t0 = time.perf_counter()
-        if self._models.translator is not None:
+        if self._translation_llm is not None:
+            translation, how = await self._ask_llm(text, source, target)
+        elif self._models.translator is not None:
             translation = await asyncio.to_thread(self._models.translator.translate, text, source, target)
             how = "llm"
         elif target == "en" and segments and all(s.english for s in segments):
@@ -213,6 +257,23 @@ class InterpreterAgent(Agent):
                 self._stamp_user(item, r)
                 break
         return r
+
+    async def _ask_llm(self, text: str, source: str, target: str) -> tuple[str, str]:
+        """The translation from the LLM chain; `translated_by` is "cloud" or "llm" (the local
+        model, after the cloud one failed)."""
+        assert self._translation_llm is not None
+        parts: list[str] = []
+        first_id = ""
+        try:
+            async with self._translation_llm.chat(chat_ctx=translation_request(text, source, target)) as stream:
+                async for chunk in stream:
+                    if chunk.delta is not None and chunk.delta.content:
+                        first_id = first_id or chunk.id
+                        parts.append(chunk.delta.content)
+        except Exception as e:  # every provider failed: this utterance goes untranslated, the call goes on
+            logger.error("translation failed %s->%s: %s", source, target, e)
+            return "", "none"
+        return clean_reply("".join(parts), target), ("llm" if first_id.startswith("translate_") else "cloud")
 
     @staticmethod
     def _stamp_user(item: llm.ChatMessage, r: Rendition) -> None:
@@ -268,3 +329,162 @@ class InterpreterAgent(Agent):
             item.extra.update({"language": r.target, "source_language": r.source, "original": r.original,
                                "translated_by": r.translated_by, "translate_ms": r.translate_ms})
             self.renditions.append(r)
+
+
+# --- several people in one room --------------------------------------------------------
+
+PAIR_ATTRIBUTE = "parley.interpreter"  # on the agent: the call's pair ("en,es"); clients show a toggle
+# The language a person speaks ("" = detect): said by their client with this RPC to the agent
+# (the web app's toggle, during the call), or set as this attribute where the token is minted.
+SET_LANGUAGE_RPC = "parley.set_language"
+SPEAKER_LANGUAGE_ATTRIBUTE = "parley.language"
+TRACK_PREFIX = "interpreter:"
+_HUMAN_KINDS = (rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD, rtc.ParticipantKind.PARTICIPANT_KIND_SIP)
+
+
+def track_name(identity: str) -> str:
+    """The agent's audio track that speaks `identity`'s words translated: everyone else plays
+    it; that speaker's own client plays it only when alone with the agent."""
+    return f"{TRACK_PREFIX}{identity}"
+
+
+class InterpreterRoom:
+    """Interpreter mode for everyone in the room: one `AgentSession` per speaker (the
+    framework's room I/O follows one linked participant), all sharing the job process's
+    models, each speaking its speaker's translations on its own track (`track_name`).
+
+    The first caller's session is the call's (built by the worker, with the report and
+    metrics); the others are started here when a person publishes a microphone, and closed
+    when they leave. The room
+    is deleted, ending the job, when the last person has left.
+    """
+
+    def __init__(self, ctx: Any, settings: Settings, loaded: InterpreterModels, vad: Any, first: str,
+                 translation_llm: llm.LLM | None = None) -> None:
+        self._ctx = ctx
+        self._translation_llm = translation_llm
+        self._settings = settings
+        self._loaded = loaded
+        self._vad = vad
+        self._first = first
+        self._sessions: dict[str, AgentSession] = {}
+        self._agents: dict[str, InterpreterAgent] = {}
+        self._left: dict[str, list[dict[str, Any]]] = {}  # a speaker who left: their messages
+        self._declared: dict[str, str] = {}  # identity -> language said by RPC ("" = detect)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ending = False
+
+    @property
+    def room(self) -> rtc.Room:
+        return self._ctx.room
+
+    def declared_language(self, identity: str) -> str | None:
+        if identity in self._declared:
+            code = self._declared[identity]
+        else:
+            p = self.room.remote_participants.get(identity)
+            code = (p.attributes.get(SPEAKER_LANGUAGE_ATTRIBUTE, "") if p is not None else "").strip().lower()
+        return code if code in self._settings.interpreter_pair else None
+
+    def set_language(self, data: rtc.RpcInvocationData) -> str:
+        """The `parley.set_language` RPC: payload one code of the pair, or "" to detect again."""
+        code = data.payload.strip().lower()
+        if code and code not in self._settings.interpreter_pair:
+            raise rtc.RpcError(rtc.RpcError.ErrorCode.APPLICATION_ERROR,
+                               f"language {code[:16]!r} is not one of this call's: {','.join(self._settings.interpreter_pair)}")
+        self._declared[data.caller_identity] = code
+        logger.info("speaker %s speaks %s", data.caller_identity, code or "(detected)")
+        return json.dumps({"language": code})
+
+    def agent_for(self, identity: str) -> InterpreterAgent:
+        agent = InterpreterAgent(self._settings, self._loaded, lambda: self.declared_language(identity),
+                                 translation_llm=self._translation_llm)
+        self._agents[identity] = agent
+        return agent
+
+    def room_options(self, identity: str, **kw: Any) -> room_io.RoomOptions:
+        return room_io.RoomOptions(
+            participant_identity=identity,
+            audio_input=room_io.AudioInputOptions(sample_rate=16000, frame_size_ms=20, pre_connect_audio=False),
+            audio_output=room_io.AudioOutputOptions(track_name=track_name(identity)),
+            # Someone else may still be talking: the room ends with its last person (below).
+            delete_room_on_close=False,
+            **kw,
+        )
+
+    async def start(self) -> None:
+        """After the first caller's session has started: advertise the pair, follow the room."""
+        self.room.local_participant.register_rpc_method(SET_LANGUAGE_RPC, self.set_language)
+        await self.room.local_participant.set_attributes({PAIR_ATTRIBUTE: ",".join(self._settings.interpreter_pair)})
+        self.room.on("track_published", self._on_published)
+        self.room.on("participant_disconnected", self._on_disconnected)
+        for p in list(self.room.remote_participants.values()):
+            for pub in list(p.track_publications.values()):
+                self._on_published(pub, p)
+
+    def _humans(self) -> list[rtc.RemoteParticipant]:
+        return [p for p in self.room.remote_participants.values() if p.kind in _HUMAN_KINDS]
+
+    def _on_published(self, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        # A speaker is a person with a microphone: a listener who publishes nothing needs no session.
+        if (pub.kind != rtc.TrackKind.KIND_AUDIO or p.kind not in _HUMAN_KINDS or p.identity == self._first
+                or p.identity in self._sessions):
+            return
+        # The framework asks the session's LLM for each reply; the agent's llm_node translates.
+        session: AgentSession = AgentSession(vad=self._vad, llm=self._translation_llm or self._loaded.translation_llm())
+        self._sessions[p.identity] = session
+        self._spawn(self._start_session(p.identity, session))
+
+    async def _start_session(self, identity: str, session: AgentSession) -> None:
+        logger.info("interpreting for a second speaker identity=%s", identity)
+        try:
+            await session.start(agent=self.agent_for(identity), room=self.room,
+                                room_options=self.room_options(identity, text_input=False), record=False)
+        except Exception as e:  # one speaker's session must not end the others' call
+            logger.error("interpreter session for %s did not start: %s", identity, e)
+            self._sessions.pop(identity, None)
+
+    def _on_disconnected(self, p: rtc.RemoteParticipant) -> None:
+        session = self._sessions.pop(p.identity, None)
+        if session is not None:
+            self._left[p.identity] = self.messages(p.identity)
+            self._spawn(session.aclose())
+        if not self._humans() and not self._ending:
+            self._ending = True
+            logger.info("the last speaker left: ending the interpreter call")
+            self._spawn(self._end())
+
+    async def _end(self) -> None:
+        try:
+            await self._ctx.delete_room()
+        except Exception as e:  # already gone
+            logger.debug("room delete: %s", e)
+        self._ctx.shutdown(reason="everyone left")
+
+    def messages(self, identity: str) -> list[dict[str, Any]]:
+        if identity in self._left:
+            return self._left[identity]
+        agent = self._agents.get(identity)
+        if agent is None:
+            return []
+        out = []
+        try:
+            items = agent.session.history.items
+        except RuntimeError:  # its session never started
+            return []
+        for item in items:
+            if item.type == "message" and (item.text_content or "").strip():
+                out.append({"role": item.role, "text": item.text_content, **item.extra})
+        return out
+
+    def report(self) -> dict[str, Any]:
+        """The report's `interpreter` section: the pair and, for each speaker after the first
+        (whose messages are the report's own chat history), what they said and its translation."""
+        others = [i for i in {*self._agents, *self._left} if i != self._first]
+        return {"languages": list(self._settings.interpreter_pair),
+                "speakers": {i: self.messages(i) for i in sorted(others)}}
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

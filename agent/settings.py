@@ -50,6 +50,10 @@ WHISPER_LANGUAGES = frozenset(
     "ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue".split())
 
 
+# Interpreter mode's default translator (agent/models.py), by the names it answers to.
+BIG_TRANSLATOR = ("qwen2.5-1.5b", "qwen2.5-coder-1.5b")
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or invalid (message names the variable)."""
 
@@ -170,6 +174,7 @@ class Settings(BaseSettings):
     # 5 s) is killed alone, before it takes the pod down; 0 turns the limit off. Measured: a
     # job process with SmolLM2 + Whisper tiny.en is ~565 MB PSS loaded, ~0.6 GB in a call;
     # Qwen2.5-0.5B + Whisper base add ~0.4 GB. About twice the larger footprint.
+    # Unset: 2048, or 3072 in interpreter mode with its 1.5B translator (~1.8 GB alone).
     job_memory_limit_mb: int = Field(2048, ge=0, alias="PARLEY_JOB_MEMORY_LIMIT_MB")
     log_level: str = Field("INFO", alias="PARLEY_LOG_LEVEL")
     # json: one object per line (production, log collectors); human: one readable line per
@@ -200,6 +205,8 @@ class Settings(BaseSettings):
     # (ISO 639-1, e.g. "en,es") instead of conversing.
     interpreter: bool = Field(False, alias="PARLEY_INTERPRETER")
     interpreter_languages: str = Field("en,es", alias="PARLEY_INTERPRETER_LANGUAGES")
+    # The local translation model: a name agent/models.py knows, or a GGUF file.
+    interpreter_model: str = Field(BIG_TRANSLATOR[0], alias="PARLEY_INTERPRETER_MODEL")
 
     @field_validator("pipeline", "stt", "llm", "tts", "realtime_turn_detection", "log_format", mode="before")
     @classmethod
@@ -237,6 +244,18 @@ class Settings(BaseSettings):
             realtime = _lower(data.get("PARLEY_PIPELINE", data.get("pipeline"))) == "realtime"
             data = {**data, "PARLEY_FALLBACK": cloud or realtime}
             data.pop("fallback", None)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _memory_default(cls, data: Any) -> Any:
+        # Interpreter mode's 1.5B translator alone takes ~1.8 GB: its job processes get 3 GB.
+        if isinstance(data, dict) and data.get("PARLEY_JOB_MEMORY_LIMIT_MB", data.get("job_memory_limit_mb")) in (None, ""):
+            interpreter = str(data.get("PARLEY_INTERPRETER", data.get("interpreter", ""))).strip().lower()
+            model = str(data.get("PARLEY_INTERPRETER_MODEL", data.get("interpreter_model", BIG_TRANSLATOR[0])))
+            big = interpreter in ("1", "true", "yes", "on") and model.strip().lower() in BIG_TRANSLATOR
+            data = {**data, "PARLEY_JOB_MEMORY_LIMIT_MB": 3072 if big else 2048}
+            data.pop("job_memory_limit_mb", None)
         return data
 
     @classmethod

@@ -17,11 +17,12 @@ from . import priority, tracing
 from .assistant import ParleyAgent
 from .callstate import Call
 from .faults import LocalFailures, render_apology
-from .interpreter import InterpreterAgent, InterpreterModels
+from .interpreter import InterpreterModels, InterpreterRoom
 from .load import LoadOptions, WorkerLoad
 from .logs import use_human_format
 from .metrics import MetricsServer, WorkerCollector, default_dir
 from .providers import LocalModels, select_models
+from .providers.selection import select_translation
 from .report import TurnTracker
 from .session import build_session
 from .settings import Settings
@@ -42,11 +43,16 @@ def prewarm(proc: JobProcess) -> None:
     # behind it (agent/priority.py).
     priority.lower_for_loading()
     proc.userdata["tracer"] = tracing.setup(settings)  # None unless OTEL_EXPORTER_OTLP_ENDPOINT is set
-    proc.userdata["models"] = models = LocalModels.load(settings)
+    if settings.interpreter:  # PARLEY_INTERPRETER=1: translate instead of converse (agent/interpreter.py)
+        proc.userdata["interpreter"] = loaded = InterpreterModels.load(settings)
+        # The session's LLM is the translator: interpreter mode never converses.
+        proc.userdata["models"] = models = LocalModels.load(settings, llm=loaded.translation_llm())
+        if "en" in settings.interpreter_pair:
+            loaded.voices["en"] = models.tts  # Piper
+    else:
+        proc.userdata["models"] = models = LocalModels.load(settings)
     # Rendered now, so it can be played even when the TTS is the model that fails.
     proc.userdata["apology"] = render_apology(models.tts, settings.failure_apology)
-    if settings.interpreter:  # PARLEY_INTERPRETER=1: translate instead of converse (agent/interpreter.py)
-        proc.userdata["interpreter"] = InterpreterModels.load(settings, models.tts)
 
 
 server = AgentServer(
@@ -120,16 +126,25 @@ async def entrypoint(ctx: JobContext) -> None:
     session = build_session(settings, models, call.chosen, call)
     LocalFailures(settings.failure_apology, ctx.proc.userdata.get("apology")).attach(session)
 
+    # Typed chat is bounded and paced before it reaches the model (hostile input).
+    chat = room_io.TextInputOptions(text_input_cb=ChatGuard(
+        max_chars=settings.chat_max_chars, per_minute=settings.chat_per_minute))
+    if settings.interpreter:  # PARLEY_INTERPRETER=1: one session per speaker (agent/interpreter.py)
+        loaded = ctx.proc.userdata["interpreter"]
+        room = InterpreterRoom(ctx, settings, loaded, models.vad, participant.identity,
+                               translation_llm=select_translation(settings, loaded.translator, call.chosen))
+        call.sections["interpreter"] = room.report
+        await session.start(agent=room.agent_for(participant.identity), room=ctx.room,
+                            room_options=room.room_options(participant.identity, text_input=chat), record=False)
+        await room.start()
+        return
     await session.start(
-        agent=(InterpreterAgent(settings, ctx.proc.userdata["interpreter"]) if settings.interpreter
-               else call.line.agent() if call.line is not None else ParleyAgent(settings)),
+        agent=call.line.agent() if call.line is not None else ParleyAgent(settings),
         room=ctx.room,
         room_options=room_io.RoomOptions(
             participant_identity=participant.identity,
             audio_input=room_io.AudioInputOptions(sample_rate=16000, frame_size_ms=20),
-            # Typed chat is bounded and paced before it reaches the model (hostile input).
-            text_input=room_io.TextInputOptions(text_input_cb=ChatGuard(
-                max_chars=settings.chat_max_chars, per_minute=settings.chat_per_minute)),
+            text_input=chat,
             # A call is one caller and one agent: when the session ends (hang-up, end_call),
             # the room goes too, so the job ends now instead of after the empty-room timeout.
             delete_room_on_close=True,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -176,14 +177,14 @@ def bench_models(limit: int, work: Path) -> dict:
     return out
 
 
-def bench_prompts(limit: int) -> dict:
+def bench_prompts(limit: int, llm_model: str = "qwen2.5-0.5b") -> dict:
     """The text model alone on the exact sentences: prompt styles, and the production path
     (labels, asked again in the chat style when it only repeated the source)."""
     from agent import models
     from agent.providers.llama_translate import LlamaTranslator, TranslatorOptions
     from agent.settings import Settings
 
-    translator = LlamaTranslator(TranslatorOptions(models.qwen25_05b_gguf(Settings.load().model_dir)))
+    translator = LlamaTranslator(TranslatorOptions(models.llm_gguf(llm_model, Settings.load().model_dir)))
     out: dict = {}
     for name, (_voice, sentences) in DIRECTIONS.items():
         src, tgt = name.split("->")
@@ -207,17 +208,19 @@ def bench_prompts(limit: int) -> dict:
     return out
 
 
-def bench_calls(limit: int, work: Path) -> dict:
+def bench_calls(limit: int, work: Path, llm_model: str = "qwen2.5-0.5b") -> dict:
     from harness.devstack import BIN, LiveKitServer, Worker
 
-    logs = work / "logs"
+    logs = ROOT / "test-output" / "logs"  # kept: a failed run is read from the worker's log
     server = LiveKitServer.create().start(logs)
     worker = Worker(env={**server.env(), "PARLEY_INTERPRETER": "1", "PARLEY_INTERPRETER_LANGUAGES": "en,es",
                          "PARLEY_REPORT_DIR": str(work / "reports"), "PARLEY_IDLE_PROCESSES": "1",
-                         "PARLEY_LOAD_CPU": "0", "PARLEY_METRICS_PORT": "0"})
+                         "PARLEY_LOAD_CPU": "0", "PARLEY_METRICS_PORT": "0",
+                         "PARLEY_INTERPRETER_MODEL": llm_model,
+                         "PARLEY_JOB_MEMORY_LIMIT_MB": os.environ.get("PARLEY_JOB_MEMORY_LIMIT_MB", "2048")})
     out: dict = {}
     try:
-        worker.start(logs, timeout=300)
+        worker.start(logs, name="bench-interpreter-worker", timeout=300)
         for name, (voice, sentences) in DIRECTIONS.items():
             chosen = sentences[:limit]
             files = [synth(t, voice, work / f"call-{name[:2]}-{i:02d}.wav") for i, (t, _) in enumerate(chosen)]
@@ -254,6 +257,7 @@ def main() -> int:
     ap.add_argument("--calls", action="store_true")
     ap.add_argument("--prompts", action="store_true", help="the text model alone on the exact sentences")
     ap.add_argument("--limit", type=int, default=len(ES_EN))
+    ap.add_argument("--llm-model", default="qwen2.5-0.5b", help="--prompts and --calls: the translator (a name or a GGUF path)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not (args.models or args.calls or args.prompts):
@@ -262,11 +266,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-interp-") as tmp:
         work = Path(tmp)
         if args.prompts:
-            result["prompts"] = bench_prompts(args.limit)
+            result["prompts"] = bench_prompts(args.limit, args.llm_model)
         if args.models:
             result["models"] = bench_models(args.limit, work)
         if args.calls:
-            result["calls"] = bench_calls(args.limit, work)
+            result["calls"] = bench_calls(args.limit, work, args.llm_model)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, ensure_ascii=False))
     return 0

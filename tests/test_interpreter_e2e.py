@@ -148,3 +148,170 @@ def test_interpreter_translates_both_ways(livekit_server: LiveKitServer, interpr
     assert "beach" in fold(users[0]["extra"]["translation"]), users[0]
     agents = [m for m in msgs if m["role"] == "assistant" and m["extra"].get("original")]
     assert [m["extra"]["language"] for m in agents] == ["en", "es"], agents
+
+
+class Speaker:
+    """A person in the room (livekit rtc): says which language they speak, publishes a
+    microphone, plays a WAV into it on demand, and records what reaches them: each agent
+    track's audio level by track name, and every final lk.transcription segment."""
+
+    def __init__(self, identity: str, language: str) -> None:
+        self.identity, self.language = identity, language
+        self.room = rtc.Room()
+        self.source = rtc.AudioSource(16000, 1)
+        self.finals: list[tuple[str, str, str]] = []  # (sender, language, text)
+        self.loud: dict[str, float] = {}  # agent track name -> first time its audio was loud
+        self.agent_tracks: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def join(self, server: LiveKitServer, room: str) -> None:
+        token = api.AccessToken(server.api_key, server.api_secret).with_identity(self.identity)
+        if self.language:  # said at mint time; otherwise by RPC (`tell_language`)
+            token = token.with_attributes({"parley.language": self.language})
+        token = token.with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt()
+
+        def on_text(reader: rtc.TextStreamReader, sender: str) -> None:
+            async def read() -> None:
+                text = await reader.read_all()
+                attrs = dict(reader.info.attributes)
+                if attrs.get("lk.transcription_final") == "true":
+                    self.finals.append((sender, attrs.get("language", ""), fold(text)))
+            self._spawn(read())
+
+        def on_track(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+            if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and track.kind == rtc.TrackKind.KIND_AUDIO:
+                self._spawn(self._listen(pub.name, rtc.AudioStream(track, sample_rate=16000, num_channels=1)))
+
+        def on_published(pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+            if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+                self.agent_tracks.add(pub.name)
+
+        self.room.register_text_stream_handler("lk.transcription", on_text)
+        self.room.on("track_subscribed", on_track)
+        self.room.on("track_published", on_published)
+        await self.room.connect(server.url, token)
+        for p in self.room.remote_participants.values():
+            for pub in p.track_publications.values():
+                on_published(pub, p)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self.source)
+        await self.room.local_participant.publish_track(
+            track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._spawn(self._silence())
+
+    async def _silence(self) -> None:
+        # The only caller of capture_frame (the source takes one frame at a time): what `say`
+        # queued, else silence, so the microphone never goes quiet in between.
+        silence = rtc.AudioFrame(b"\0\0" * 320, 16000, 1, 320)
+        while True:
+            item = self._queue.get_nowait() if not self._queue.empty() else silence
+            if isinstance(item, asyncio.Future):
+                item.set_result(time.monotonic())
+                continue
+            await self.source.capture_frame(item)
+
+    async def say(self, wav: Path) -> float:
+        """Play `wav` (16-bit mono) in real time; returns when it ended (monotonic)."""
+        import wave
+
+        import numpy as np
+        with wave.open(str(wav), "rb") as w:
+            rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        if rate != 16000:
+            pcm = np.interp(np.arange(0, len(pcm), rate / 16000), np.arange(len(pcm)), pcm).astype(np.int16)
+        for i in range(0, len(pcm) - 320, 320):
+            self._queue.put_nowait(rtc.AudioFrame(pcm[i:i + 320].tobytes(), 16000, 1, 320))
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(done)
+        return await done
+
+    async def tell_language(self, code: str) -> str:
+        """The web app's way: the `parley.set_language` RPC to the agent."""
+        agent = next(p for p in self.room.remote_participants.values()
+                     if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+        return await self.room.local_participant.perform_rpc(
+            destination_identity=agent.identity, method="parley.set_language", payload=code)
+
+    async def _listen(self, name: str, stream: rtc.AudioStream) -> None:
+        import numpy as np
+        async for ev in stream:
+            pcm = np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.float32)
+            if pcm.size and float(np.sqrt(np.mean(pcm ** 2))) > 500:
+                self.loud.setdefault(name, time.monotonic())
+                self.loud[name + "#last"] = time.monotonic()
+
+    def heard(self, language: str, *words: str) -> bool:
+        return any(lang == language and all(w in text for w in words) for _, lang, text in self.finals)
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def leave(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        await self.room.disconnect()
+
+
+async def _until(cond, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+def test_interpreter_two_people_each_hear_the_other(livekit_server: LiveKitServer, interpreter_worker: Worker,
+                                                    interpreter_reports: Path, out_dir: Path) -> None:
+    """A Spanish speaker and an English speaker in one room (each says which language they speak:
+    ana in her token's attributes, bob by the web app toggle's RPC): each one's words are translated on the agent's track named
+    for them, which the other hears; both are transcribed with their languages; the report has
+    the second speaker's messages; the call ends when both have left."""
+    work = out_dir / "interpreter"
+    work.mkdir(exist_ok=True)
+    es, en = work / "two-es.wav", work / "two-en.wav"
+    subprocess.run(["espeak-ng", "-v", "es", "-s", "150", "-w", str(es), "La playa está muy cerca del hotel."],
+                   check=True, timeout=30)
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(en), "I like coffee with milk."],
+                   check=True, timeout=30)
+    room = f"interp-two-{int(time.time())}"
+
+    async def scenario() -> None:
+        ana, bob = Speaker("ana", "es"), Speaker("bob", "")  # rtc.Room needs the running loop
+        lk = api.LiveKitAPI(livekit_server.url.replace("ws://", "http://"), livekit_server.api_key,
+                            livekit_server.api_secret)
+        try:
+            await lk.room.create_room(api.CreateRoomRequest(name=room))
+            await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=AGENT, room=room))
+        finally:
+            await lk.aclose()
+        try:
+            await ana.join(livekit_server, room)
+            await _until(lambda: "interpreter:ana" in ana.agent_tracks, 90, "the agent's track for ana")
+            await bob.join(livekit_server, room)
+            await _until(lambda: "interpreter:bob" in bob.agent_tracks and "interpreter:ana" in bob.agent_tracks,
+                         30, "the agent's track for bob")
+            # bob says which language he speaks as the web app does; a code outside the pair is refused
+            assert json.loads(await bob.tell_language("en")) == {"language": "en"}
+            with pytest.raises(rtc.RpcError, match="not one of this call's"):
+                await bob.tell_language("fr")
+            await asyncio.sleep(4.0)  # both "ready" announcements played
+            ended = await ana.say(es)
+            await _until(lambda: bob.heard("en", "beach"), 60, f"bob reading ana's words in English: {bob.finals}")
+            await _until(lambda: bob.loud.get("interpreter:ana#last", 0) > ended, 30, "ana's translation heard by bob")
+            ended = await bob.say(en)
+            await _until(lambda: ana.heard("es", "leche"), 60, f"ana reading bob's words in Spanish: {ana.finals}")
+            await _until(lambda: ana.loud.get("interpreter:bob#last", 0) > ended, 30, "bob's translation heard by ana")
+            assert ana.heard("es", "playa") and bob.heard("en", "coffee"), (ana.finals, bob.finals)
+        finally:
+            await ana.leave()
+            await bob.leave()
+
+    asyncio.run(scenario())
+    report = wait_report(interpreter_reports, room, timeout=90)
+    speakers = report["interpreter"]["speakers"]
+    assert report["interpreter"]["languages"] == ["en", "es"]
+    users = [m for m in speakers["bob"] if m["role"] == "user"]
+    assert users and users[0]["language"] == "en" and "leche" in fold(users[0]["translation"]), speakers
+    first = [i for i in report["chat_history"]["items"] if i.get("type") == "message" and i["role"] == "user"]
+    assert first and first[0]["extra"]["language"] == "es" and "beach" in fold(first[0]["extra"]["translation"])

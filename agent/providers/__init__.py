@@ -70,12 +70,14 @@ class LocalModels:
     tts: tts.TTS
 
     @classmethod
-    def load(cls, settings: Settings) -> LocalModels:
+    def load(cls, settings: Settings, llm: llm.LLM | None = None) -> LocalModels:
+        """`llm`: one already loaded (interpreter mode's translator), instead of the
+        conversational model, whose half a gigabyte that mode never uses."""
         t0 = time.perf_counter()
         loaded = cls(
             vad=build_vad(settings),
             stt=local_stt(settings),
-            llm=local_llm(settings),
+            llm=llm or local_llm(settings),
             tts=local_tts(settings),
         )
         logger.info("local models ready in %.2fs", time.perf_counter() - t0)

@@ -10,6 +10,7 @@ for its own tokens.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -17,6 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from livekit.agents import llm
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents.utils import shortuuid
 
 logger = logging.getLogger("parley.interpreter.translate")
 
@@ -85,25 +90,7 @@ class LlamaTranslator:
         return msgs
 
     def _chat(self, text: str, source: str, target: str) -> list[dict[str, Any]]:
-        # One prompt prefix for both directions of a pair (the direction is named in the last
-        # message only), so llama.cpp's cached prefix serves every utterance of the call.
-        a, b = sorted((source, target), key=lambda code: code != "en")
-        names = LANGUAGE_NAMES.get(a, a), LANGUAGE_NAMES.get(b, b)
-        msgs: list[dict[str, Any]] = [{
-            "role": "system",
-            "content": f"You are a professional interpreter between {names[0]} and {names[1]}. "
-                       "Translate the user's text into the language asked for. Reply with the translation only.",
-        }]
-        for i, (en_text, other) in enumerate(EXAMPLES.get((a, b), [])):
-            # Worked examples both ways: en -> other, then other -> en.
-            if i % 2 == 0:
-                msgs += [{"role": "user", "content": f"Translate into {names[1]}: {en_text}"},
-                         {"role": "assistant", "content": other}]
-            else:
-                msgs += [{"role": "user", "content": f"Translate into {names[0]}: {other}"},
-                         {"role": "assistant", "content": en_text}]
-        msgs.append({"role": "user", "content": f"Translate into {LANGUAGE_NAMES.get(target, target)}: {text}"})
-        return msgs
+        return request_messages(text, source, target)
 
     def translate(self, text: str, source: str, target: str) -> str:
         """Blocking: `text` in `source` language translated into `target` (codes: en, es, ...)."""
@@ -117,12 +104,84 @@ class LlamaTranslator:
         with self._lock:
             out = self._llm.create_chat_completion(self.messages(text, source, target, style), temperature=0.0,
                                                    max_tokens=max_tokens)
-        reply = (out["choices"][0]["message"]["content"] or "").strip()
-        # One line of translation: a small model sometimes adds a note after a blank line, or a label.
-        reply = reply.split("\n\n")[0].strip().strip('"').strip()
-        name = LANGUAGE_NAMES.get(target, target)
-        return reply.removeprefix(f"{name}:").strip()
+        return clean_reply(out["choices"][0]["message"]["content"] or "", target)
+
+
+def request_messages(text: str, source: str, target: str) -> list[dict[str, Any]]:
+    """The translation request as chat messages: what the local model and a cloud LLM are sent."""
+    # One prompt prefix for both directions of a pair (the direction is named in the last
+    # message only), so llama.cpp's cached prefix serves every utterance of the call.
+    a, b = sorted((source, target), key=lambda code: code != "en")
+    names = LANGUAGE_NAMES.get(a, a), LANGUAGE_NAMES.get(b, b)
+    msgs: list[dict[str, Any]] = [{
+        "role": "system",
+        "content": f"You are a professional interpreter between {names[0]} and {names[1]}. "
+                   "Translate the user's text into the language asked for. Reply with the translation only.",
+    }]
+    for i, (en_text, other) in enumerate(EXAMPLES.get((a, b), [])):
+        # Worked examples both ways: en -> other, then other -> en.
+        if i % 2 == 0:
+            msgs += [{"role": "user", "content": f"Translate into {names[1]}: {en_text}"},
+                     {"role": "assistant", "content": other}]
+        else:
+            msgs += [{"role": "user", "content": f"Translate into {names[0]}: {other}"},
+                     {"role": "assistant", "content": en_text}]
+    msgs.append({"role": "user", "content": f"Translate into {LANGUAGE_NAMES.get(target, target)}: {text}"})
+    return msgs
+
+
+def clean_reply(reply: str, target: str) -> str:
+    """One line of translation: a model sometimes adds a note after a blank line, or a label."""
+    reply = reply.strip().split("\n\n")[0].strip().strip('"').strip()
+    return reply.removeprefix(f"{LANGUAGE_NAMES.get(target, target)}:").strip()
 
 
 def _plain(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
+
+
+class LocalTranslateLLM(llm.LLM):
+    """The local translator as a livekit-agents LLM, so it can stand behind a cloud LLM in the
+    framework's FallbackAdapter (interpreter mode with PARLEY_LLM=openai). It answers the
+    request that `request_messages` builds; the last message's `extra["translate"]` carries the
+    text and both languages, so the local model keeps its own prompt, cache and echo retry."""
+
+    def __init__(self, translator: Any) -> None:
+        super().__init__()
+        self._translator = translator
+
+    @property
+    def model(self) -> str:
+        return getattr(self._translator, "model", "translator")
+
+    @property
+    def provider(self) -> str:
+        return "local"
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> _TranslateStream:
+        return _TranslateStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
+
+
+class _TranslateStream(llm.LLMStream):
+    def __init__(self, llm_: LocalTranslateLLM, *, chat_ctx: llm.ChatContext, tools: list[llm.Tool],
+                 conn_options: APIConnectOptions) -> None:
+        super().__init__(llm_, chat_ctx=chat_ctx, tools=tools, conn_options=conn_options)
+        self._translator = llm_._translator
+
+    async def _run(self) -> None:
+        last = next((i for i in reversed(self._chat_ctx.items) if i.type == "message" and i.role == "user"), None)
+        ask = last.extra.get("translate") if last is not None else None
+        if not ask:
+            raise ValueError("not a translation request (build it with interpreter.translation_request)")
+        text = await asyncio.to_thread(self._translator.translate, ask["text"], ask["source"], ask["target"])
+        self._event_ch.send_nowait(llm.ChatChunk(id=shortuuid("translate_"),
+                                                 delta=llm.ChoiceDelta(role="assistant", content=text)))
