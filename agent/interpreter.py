@@ -43,8 +43,8 @@ from .providers.espeak_tts import EspeakOptions, EspeakTTS
 from .providers.llama_translate import (
     LlamaTranslator,
     LocalTranslateLLM,
+    StreamCleaner,
     TranslatorOptions,
-    clean_reply,
     request_messages,
 )
 from .providers.whisper_interpreter import InterpreterSTTOptions, WhisperInterpreterSTT
@@ -71,6 +71,66 @@ _COMMON = {
     "it": {"il", "la", "è", "di", "e", "che", "dove", "un", "una", "mio", "per", "non"},
     "pt": {"o", "a", "os", "é", "de", "que", "e", "onde", "um", "uma", "meu", "por", "não"},
 }
+
+
+# A streamed translation is spoken in pieces: the first after this many words even without a
+# clause end (about a second of speech: the model writes the next words meanwhile), later
+# ones at clause ends or after LATER_WORDS.
+FIRST_WORDS = 4
+LATER_WORDS = 10
+_CLAUSE_END = re.compile(r"[,.;:!?¿¡]\s")
+_SETTLED_WORD = re.compile(r"\S+(?=\s)")
+
+
+def clause_cut(buffer: str, max_words: int) -> int | None:
+    """Where to cut the next piece to speak off `buffer`, or None to wait for more text."""
+    for m in _CLAUSE_END.finditer(buffer):
+        if len(buffer[: m.start()].split()) >= 2:
+            return m.end()
+    settled = _SETTLED_WORD.findall(buffer) if len(buffer.split()) > max_words - 1 else []
+    if len(settled) >= max_words:  # words a space already follows (the last one may still grow)
+        return next(m.end() for i, m in enumerate(_SETTLED_WORD.finditer(buffer)) if i == max_words - 1)
+    return None
+
+
+async def _speak(voice: tts.TTS, text: str) -> AsyncIterable[rtc.AudioFrame]:
+    async with voice.synthesize(text.strip()) as stream:
+        async for ev in stream:
+            yield ev.frame
+
+
+@dataclass(eq=False)
+class Progress:
+    """One utterance's translation as it is written: the pieces so far, for the reply to speak."""
+
+    pieces: list[str] = field(default_factory=list)
+    target: str = ""
+    finished: bool = False
+    first_at: float = 0.0  # perf_counter of the first piece
+    task: asyncio.Task[Rendition] | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, piece: str) -> None:
+        if piece:
+            self.first_at = self.first_at or time.perf_counter()
+            self.pieces.append(piece)
+            self._changed.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._changed.set()
+
+    async def follow(self) -> AsyncIterable[str]:
+        i = 0
+        while True:
+            if i < len(self.pieces):
+                i += 1
+                yield self.pieces[i - 1]
+                continue
+            if self.finished:
+                return
+            self._changed.clear()
+            await self._changed.wait()
 
 
 def translation_request(text: str, source: str, target: str) -> llm.ChatContext:
@@ -142,8 +202,9 @@ class Rendition:
     target: str
     original: str
     translation: str
-    translated_by: str  # whisper | llm | none
+    translated_by: str  # cloud | llm | whisper | none
     translate_ms: float
+    first_words_ms: float | None = None  # until the first piece could be spoken
 
 
 class InterpreterAgent(Agent):
@@ -176,7 +237,7 @@ class InterpreterAgent(Agent):
         self._pair = settings.interpreter_pair
         self._heard: list[Heard] = []
         self._by_user_text: dict[str, Rendition] = {}
-        self._running: dict[str, asyncio.Future[Rendition]] = {}
+        self._progress: dict[str, Progress] = {}
         self._by_translation: dict[str, Rendition] = {}
         self._spoken_in: dict[str, str] = {}  # text the agent says -> its language (for voice and transcript)
         self.renditions: list[Rendition] = []
@@ -220,33 +281,40 @@ class InterpreterAgent(Agent):
 
     # --- the translation ------------------------------------------------------------------
 
-    async def translate(self, text: str) -> Rendition:
-        # The turn's end and the reply both ask for it (and a preemptive run may come first):
-        # one translation per utterance, the others wait for it.
-        if (done := self._by_user_text.get(text)) is not None:
-            return done
-        if (running := self._running.get(text)) is None:
-            running = self._running[text] = asyncio.ensure_future(self._translate(text))
-            running.add_done_callback(lambda _f: self._running.pop(text, None))
-        return await asyncio.shield(running)
+    def start(self, text: str) -> Progress:
+        """The translation of `text`, started now unless it already runs (the turn's end and
+        the reply both ask for it, and a preemptive run may come first: one per utterance)."""
+        if (p := self._progress.get(text)) is None:
+            p = self._progress[text] = Progress()
+            p.task = asyncio.ensure_future(self._translate(text, p))
+        return p
 
-    async def _translate(self, text: str) -> Rendition:
+    async def translate(self, text: str) -> Rendition:
+        p = self.start(text)
+        assert p.task is not None
+        return await asyncio.shield(p.task)
+
+    async def _translate(self, text: str, progress: Progress) -> Rendition:
         segments = self._segments_of(text)
         source = segments[0].language if segments else guess_language(text, self._pair)
-        target = self.other(source)
+        target = progress.target = self.other(source)
         t0 = time.perf_counter()
-        if self._translation_llm is not None:
-            translation, how = await self._ask_llm(text, source, target)
-        elif self._models.translator is not None:
-            translation = await asyncio.to_thread(self._models.translator.translate, text, source, target)
-            how = "llm"
-        elif target == "en" and segments and all(s.english for s in segments):
-            translation, how = " ".join(s.english or "" for s in segments).strip(), "whisper"
-        else:
-            translation, how = text, "none"  # nothing can translate this direction: repeat it
-        r = Rendition(source, target, text, translation, how, round((time.perf_counter() - t0) * 1000, 1))
-        logger.info("interpreted %s->%s by %s in %.0f ms: %r -> %r", source, target, how, r.translate_ms, text,
-                    translation)
+        how = "none"
+        try:
+            if self._translation_llm is not None or self._models.translator is not None:
+                how = await self._ask_llm(text, source, target, progress)
+            elif target == "en" and segments and all(s.english for s in segments):
+                progress.add(" ".join(s.english or "" for s in segments).strip())
+                how = "whisper"
+            else:
+                progress.add(text)  # nothing can translate this direction: repeat it
+        finally:
+            progress.finish()
+        translation = "".join(progress.pieces).strip()
+        r = Rendition(source, target, text, translation, how, round((time.perf_counter() - t0) * 1000, 1),
+                      round((progress.first_at - t0) * 1000, 1) if progress.first_at else None)
+        logger.info("interpreted %s->%s by %s in %.0f ms (first words %s ms): %r -> %r", source, target, how,
+                    r.translate_ms, r.first_words_ms, text, translation)
         self._by_user_text[text] = r
         self._by_translation[_key(translation)] = r
         self._spoken_in[_key(translation)] = target
@@ -258,56 +326,88 @@ class InterpreterAgent(Agent):
                 break
         return r
 
-    async def _ask_llm(self, text: str, source: str, target: str) -> tuple[str, str]:
-        """The translation from the LLM chain; `translated_by` is "cloud" or "llm" (the local
-        model, after the cloud one failed)."""
-        assert self._translation_llm is not None
-        parts: list[str] = []
+    async def _ask_llm(self, text: str, source: str, target: str, progress: Progress) -> str:
+        """Streams the translation into `progress`; returns who made it: "cloud", or "llm" for
+        the local model (alone, or after the cloud one failed)."""
+        chain = self._translation_llm or self._models.translation_llm()
+        cleaner = StreamCleaner(target)
         first_id = ""
         try:
-            async with self._translation_llm.chat(chat_ctx=translation_request(text, source, target)) as stream:
+            async with chain.chat(chat_ctx=translation_request(text, source, target)) as stream:
                 async for chunk in stream:
                     if chunk.delta is not None and chunk.delta.content:
                         first_id = first_id or chunk.id
-                        parts.append(chunk.delta.content)
+                        for piece in cleaner.feed(chunk.delta.content):
+                            progress.add(piece)
+            for piece in cleaner.finish():
+                progress.add(piece)
         except Exception as e:  # every provider failed: this utterance goes untranslated, the call goes on
             logger.error("translation failed %s->%s: %s", source, target, e)
-            return "", "none"
-        return clean_reply("".join(parts), target), ("llm" if first_id.startswith("translate_") else "cloud")
+            return "none"
+        return "llm" if first_id.startswith("translate_") else "cloud"
 
     @staticmethod
     def _stamp_user(item: llm.ChatMessage, r: Rendition) -> None:
         item.extra.update({"language": r.source, "translation": r.translation, "translation_language": r.target})
 
     async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
-        # Nothing of the history is needed: each utterance is translated on its own.
+        # Nothing of the history is needed: each utterance is translated on its own. Not
+        # awaited: the reply speaks the first words while the rest is written (the message
+        # is stamped when the translation is done).
         text = new_message.text_content or ""
         if text.strip():
-            self._stamp_user(new_message, await self.translate(text))
+            self.start(text)
 
     async def llm_node(self, chat_ctx: llm.ChatContext, tools: list[llm.Tool], model_settings: ModelSettings
                        ) -> AsyncIterable[str]:
         last = next((i for i in reversed(chat_ctx.items) if i.type == "message" and i.role == "user"), None)
-        text = (last.text_content or "").strip() if last is not None else ""
-        if not text:
+        text = (last.text_content or "") if last is not None else ""
+        if not text.strip():
             return
-        r = await self.translate(text)
-        if r.translation:
-            yield r.translation
+        async for piece in self.start(text).follow():
+            yield piece
+
+    def _language_of(self, spoken: str) -> str | None:
+        """The language of a text being spoken, from its start: a translation being written
+        now, or a text said before (a translation, the ready message)."""
+        start = _key(spoken)
+        if not start:
+            return None
+        for p in reversed(list(self._progress.values())):
+            if p.target and not p.finished and _key("".join(p.pieces)).startswith(start):
+                return p.target
+        return next((lang for text, lang in reversed(self._spoken_in.items()) if text.startswith(start)), None)
 
     # --- speech out: the target language's voice ------------------------------------------
 
     async def tts_node(self, text: AsyncIterable[str], model_settings: ModelSettings) -> AsyncIterable[rtc.AudioFrame]:
-        whole = "".join([t async for t in text]).strip()
-        if not whole:
-            return
-        language = self._spoken_in.get(_key(whole)) or guess_language(whole, self._pair)
-        voice = self._models.voices.get(language) or self._models.voices[self._pair[0]]
-        # Its transcript is published as this audio plays, right after: stamp it now.
+        # A translation arrives as the model writes it: its first clause (or first few words)
+        # is spoken at once, the rest clause by clause, so the listener does not wait for the
+        # whole sentence. The voice is the language of the first piece (llm_node or say()).
+        voice: tts.TTS | None = None
+        buffer, spoken = "", False
+        async for piece in text:
+            buffer += piece
+            if voice is None:
+                language = self._language_of(buffer)
+                if language is None and len(buffer.split()) < FIRST_WORDS:
+                    continue  # not known yet: a few words more tell
+                voice = self._voice(language or guess_language(buffer, self._pair))
+            while (cut := clause_cut(buffer, FIRST_WORDS if not spoken else LATER_WORDS)) is not None:
+                clause, buffer = buffer[:cut], buffer[cut:]
+                spoken = True
+                async for frame in _speak(voice, clause):
+                    yield frame
+        if buffer.strip():
+            voice = voice or self._voice(self._language_of(buffer) or guess_language(buffer, self._pair))
+            async for frame in _speak(voice, buffer):
+                yield frame
+
+    def _voice(self, language: str) -> tts.TTS:
+        # The transcript of this speech is published as it plays, right after: stamp it now.
         compat.set_transcript_attribute(self.session, user=False, key=LANGUAGE_ATTRIBUTE, value=language)
-        async with voice.synthesize(whole) as stream:
-            async for ev in stream:
-                yield ev.frame
+        voice = self._models.voices.get(language)
+        return voice if voice is not None else self._models.voices[self._pair[0]]
 
     def _on_item(self, ev: ConversationItemAddedEvent) -> None:
         # The report's chat history is these items: each message gets its language, and the
@@ -327,7 +427,8 @@ class InterpreterAgent(Agent):
             item.extra["language"] = self._spoken_in[_key(text)]
         elif r is not None:
             item.extra.update({"language": r.target, "source_language": r.source, "original": r.original,
-                               "translated_by": r.translated_by, "translate_ms": r.translate_ms})
+                               "translated_by": r.translated_by, "translate_ms": r.translate_ms,
+                               "first_words_ms": r.first_words_ms})
             self.renditions.append(r)
 
 

@@ -4,15 +4,19 @@ output with the target language; the real models are in tests/test_interpreter_e
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from agent.callstate import Call
-from agent.interpreter import InterpreterAgent, InterpreterModels, guess_language
+from agent.interpreter import InterpreterAgent, InterpreterModels, clause_cut, guess_language
+from agent.providers.llama_translate import StreamCleaner
 from agent.providers.selection import select_translation
 from agent.session import build_session
 from agent.settings import Settings, SettingsError
 from tests.fakes.openai import OpenAIFake, Reply, last_user_text
 from tests.fakes.providers import FakeLLM, FakeSTT, FakeTTS
+from tests.fakes.turns import Playout
 from tests.test_session import chosen, fake_models
 
 
@@ -124,3 +128,77 @@ def test_local_translation_needs_no_cloud() -> None:
     picked = chosen(fake_models(lambda ctx: ""))
     assert select_translation(settings, TaggingTranslator(), picked) is None
     assert "translation" not in picked.providers
+
+
+@pytest.mark.parametrize(("buffer", "max_words", "cut"), [
+    ("Where is the", 4, None),                       # too few words, no clause end
+    ("Where is the train ", 4, len("Where is the train")),
+    ("Where is the train", 4, None),                 # the last word may still grow
+    ("Where is the train sta", 4, len("Where is the train")),
+    ("Sí, claro. ", 4, len("Sí, claro. ")),          # "Sí," alone is too short to say apart
+    ("Yes of course, the train ", 10, len("Yes of course, ")),
+    ("¿Dónde está? Aquí ", 10, len("¿Dónde está? ")),
+])
+def test_clause_cut(buffer: str, max_words: int, cut: int | None) -> None:
+    assert clause_cut(buffer, max_words) == cut
+
+
+def test_stream_cleaner_gives_back_settled_words_and_drops_notes() -> None:
+    c = StreamCleaner("es")
+    out = [p for d in ["Span", "ish: ¿Dón", "de está ", "la estación?", "\n\nNote: formal"] for p in c.feed(d)]
+    out += c.finish()
+    assert "".join(out) == "¿Dónde está la estación?" == c.text
+    assert out[0] == "¿Dónde "  # words went out as soon as they were whole
+
+
+class StreamingTranslator(TaggingTranslator):
+    """Writes its translation word by word, like the model, and notes when it finished."""
+
+    finished_at = 0.0
+
+    def translate_stream(self, text: str, source: str, target: str, on_piece) -> str:
+        self.asked.append((text, source, target))
+        words = f"[{target}] {text}".split()
+        for i, w in enumerate(words):
+            time.sleep(0.05)
+            on_piece(w + (" " if i < len(words) - 1 else ""))
+        self.finished_at = time.monotonic()
+        return " ".join(words)
+
+
+class TimedTTS(FakeTTS):
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: list[float] = []
+
+    def synthesize(self, text: str, **kw):  # type: ignore[override]
+        self.at.append(time.monotonic())
+        return super().synthesize(text, **kw)
+
+
+async def test_translation_is_spoken_while_it_is_written() -> None:
+    """The first words of a translation are spoken before the model has finished it, then the
+    rest clause by clause; the history keeps the whole translation, stamped as before."""
+    settings = Settings.load(PARLEY_INTERPRETER="1")
+    models = fake_models(lambda ctx: "never")
+    translator = StreamingTranslator()
+    es = TimedTTS()
+    loaded = InterpreterModels(stt=FakeSTT(), translator=translator,  # type: ignore[arg-type]
+                               voices={"en": FakeTTS(), "es": es})
+    session = build_session(settings, models, chosen(models), Call(settings))
+    out = Playout()  # speech is synthesized only for an audio output
+    session.output.audio = out
+    await session.start(InterpreterAgent(settings, loaded))
+    try:
+        await session.run(user_input="Where is the train station, and when does it open?")
+    finally:
+        await session.aclose()
+        await out.aclose()
+    said = [(text, at) for text, at in zip(es.spoken, es.at, strict=True) if text != "Intérprete listo."]
+    assert [t for t, _ in said][:1] == ["[es] Where is the"], es.spoken
+    assert len(said) >= 3 and " ".join(t for t, _ in said) == "[es] Where is the train station, and when does it open?"
+    assert said[0][1] < translator.finished_at, "the first words waited for the whole translation"
+    agents = [m for m in session.history.items if m.type == "message" and m.role == "assistant"
+              and m.extra.get("original")]
+    assert [m.text_content for m in agents] == ["[es] Where is the train station, and when does it open?"]
+    assert agents[0].extra["first_words_ms"] < agents[0].extra["translate_ms"]

@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,45 @@ class LlamaTranslator:
             reply = self._ask(text, source, target, "chat" if self._opts.style == "labels" else "labels")
         return reply
 
+    def translate_stream(self, text: str, source: str, target: str, on_piece: Callable[[str], None]) -> str:
+        """Blocking, like `translate`, but each settled piece of the translation goes to
+        `on_piece` as the model writes it, so speech can start on the first words. A reply
+        that starts by repeating the source is held back: if it is only the source again,
+        it is asked once more (not streamed) and that answer is given whole."""
+        max_tokens = min(self._opts.max_tokens, 16 + 3 * len(text.split()))
+        cleaner = StreamCleaner(target)
+        held: list[str] = []
+        source_words = _plain(text).split()
+        state = "hold"  # hold until HOLD_WORDS are known not to repeat the source, then "stream"
+
+        def out(piece: str) -> None:
+            nonlocal state
+            if state == "stream":
+                on_piece(piece)
+                return
+            held.append(piece)
+            words = _plain("".join(held)).split()
+            if len(words) >= HOLD_WORDS and words[:HOLD_WORDS] != source_words[:HOLD_WORDS]:
+                state = "stream"
+                on_piece("".join(held))
+                held.clear()
+
+        with self._lock:
+            for chunk in self._llm.create_chat_completion(self.messages(text, source, target, self._opts.style),
+                                                          temperature=0.0, max_tokens=max_tokens, stream=True):
+                delta = chunk["choices"][0]["delta"].get("content") or ""
+                for piece in (cleaner.feed(delta) if delta else ()):
+                    out(piece)
+        for piece in cleaner.finish():
+            out(piece)
+        reply = cleaner.text
+        if state == "hold":  # never released: short, or it began like the source
+            if _plain(reply) == _plain(text):
+                reply = self._ask(text, source, target, "chat" if self._opts.style == "labels" else "labels")
+            if reply:
+                on_piece(reply)
+        return reply
+
     def _ask(self, text: str, source: str, target: str, style: str) -> str:
         max_tokens = min(self._opts.max_tokens, 16 + 3 * len(text.split()))
         with self._lock:
@@ -134,6 +174,45 @@ def clean_reply(reply: str, target: str) -> str:
     """One line of translation: a model sometimes adds a note after a blank line, or a label."""
     reply = reply.strip().split("\n\n")[0].strip().strip('"').strip()
     return reply.removeprefix(f"{LANGUAGE_NAMES.get(target, target)}:").strip()
+
+
+# Words of a streamed translation held back until they show it is not the source repeated.
+HOLD_WORDS = 3
+
+
+class StreamCleaner:
+    """`clean_reply` for a streamed reply: `feed` gives back the text that can no longer change
+    (whole words), `finish` the rest. What it gives back, joined, is `clean_reply` of the whole."""
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._raw = ""
+        self._sent = ""
+        self._closed = False  # a blank line ended the translation (a note may follow)
+
+    @property
+    def text(self) -> str:
+        return self._sent.strip()
+
+    def feed(self, delta: str) -> list[str]:
+        if self._closed:
+            return []
+        self._raw += delta
+        if "\n\n" in self._raw.lstrip():
+            self._closed = True
+            return self.finish()
+        cleaned = clean_reply(self._raw, self._target)
+        settled = cleaned[: cleaned.rfind(" ") + 1] if " " in cleaned else ""
+        return self._advance(settled)
+
+    def finish(self) -> list[str]:
+        return self._advance(clean_reply(self._raw, self._target))
+
+    def _advance(self, upto: str) -> list[str]:
+        if not upto.startswith(self._sent) or len(upto) <= len(self._sent):
+            return []  # nothing new (or a label/quote changed what came before: keep what was said)
+        piece, self._sent = upto[len(self._sent):], upto
+        return [piece]
 
 
 def _plain(text: str) -> str:
@@ -182,6 +261,17 @@ class _TranslateStream(llm.LLMStream):
         ask = last.extra.get("translate") if last is not None else None
         if not ask:
             raise ValueError("not a translation request (build it with interpreter.translation_request)")
-        text = await asyncio.to_thread(self._translator.translate, ask["text"], ask["source"], ask["target"])
-        self._event_ch.send_nowait(llm.ChatChunk(id=shortuuid("translate_"),
-                                                 delta=llm.ChoiceDelta(role="assistant", content=text)))
+        request_id = shortuuid("translate_")
+        stream = getattr(self._translator, "translate_stream", None)
+        if stream is None:  # a translator that only answers whole
+            text = await asyncio.to_thread(self._translator.translate, ask["text"], ask["source"], ask["target"])
+            self._event_ch.send_nowait(llm.ChatChunk(id=request_id,
+                                                     delta=llm.ChoiceDelta(role="assistant", content=text)))
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_piece(piece: str) -> None:
+            loop.call_soon_threadsafe(self._event_ch.send_nowait, llm.ChatChunk(
+                id=request_id, delta=llm.ChoiceDelta(role="assistant", content=piece)))
+
+        await asyncio.to_thread(stream, ask["text"], ask["source"], ask["target"], on_piece)
