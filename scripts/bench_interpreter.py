@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -177,7 +176,7 @@ def bench_models(limit: int, work: Path) -> dict:
     return out
 
 
-def bench_prompts(limit: int, llm_model: str = "qwen2.5-0.5b") -> dict:
+def bench_prompts(limit: int, llm_model: str = "qwen2.5-1.5b") -> dict:
     """The text model alone on the exact sentences: prompt styles, and the production path
     (labels, asked again in the chat style when it only repeated the source)."""
     from agent import models
@@ -208,7 +207,7 @@ def bench_prompts(limit: int, llm_model: str = "qwen2.5-0.5b") -> dict:
     return out
 
 
-def bench_calls(limit: int, work: Path, llm_model: str = "qwen2.5-0.5b") -> dict:
+def bench_calls(limit: int, work: Path, llm_model: str = "qwen2.5-1.5b") -> dict:
     from harness.devstack import BIN, LiveKitServer, Worker
 
     logs = ROOT / "test-output" / "logs"  # kept: a failed run is read from the worker's log
@@ -216,8 +215,7 @@ def bench_calls(limit: int, work: Path, llm_model: str = "qwen2.5-0.5b") -> dict
     worker = Worker(env={**server.env(), "PARLEY_INTERPRETER": "1", "PARLEY_INTERPRETER_LANGUAGES": "en,es",
                          "PARLEY_REPORT_DIR": str(work / "reports"), "PARLEY_IDLE_PROCESSES": "1",
                          "PARLEY_LOAD_CPU": "0", "PARLEY_METRICS_PORT": "0",
-                         "PARLEY_INTERPRETER_MODEL": llm_model,
-                         "PARLEY_JOB_MEMORY_LIMIT_MB": os.environ.get("PARLEY_JOB_MEMORY_LIMIT_MB", "2048")})
+                         "PARLEY_INTERPRETER_MODEL": llm_model})
     out: dict = {}
     try:
         worker.start(logs, name="bench-interpreter-worker", timeout=300)
@@ -257,7 +255,7 @@ def main() -> int:
     ap.add_argument("--calls", action="store_true")
     ap.add_argument("--prompts", action="store_true", help="the text model alone on the exact sentences")
     ap.add_argument("--limit", type=int, default=len(ES_EN))
-    ap.add_argument("--llm-model", default="qwen2.5-0.5b", help="--prompts and --calls: the translator (a name or a GGUF path)")
+    ap.add_argument("--llm-model", default="qwen2.5-1.5b", help="--prompts and --calls: the translator (a name or a GGUF path)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not (args.models or args.calls or args.prompts):
