@@ -74,9 +74,9 @@ _COMMON = {
 
 
 # A streamed translation is spoken in pieces: the first after this many words even without a
-# clause end (about a second of speech: the model writes the next words meanwhile), later
+# clause end (most of a second of speech: the model writes the next words meanwhile), later
 # ones at clause ends or after LATER_WORDS.
-FIRST_WORDS = 4
+FIRST_WORDS = 3
 LATER_WORDS = 10
 _CLAUSE_END = re.compile(r"[,.;:!?¿¡]\s")
 _SETTLED_WORD = re.compile(r"\S+(?=\s)")

@@ -105,7 +105,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def bench_models(limit: int, work: Path) -> dict:
+def bench_models(limit: int, work: Path, llm_model: str = "qwen2.5-1.5b") -> dict:
     """Candidates per step: Whisper beam 1 vs 5 (transcript exact match), es->en by Whisper's
     translate task vs the text model, en->es by the text model vs Whisper forced to Spanish."""
     import numpy as np
@@ -119,7 +119,7 @@ def bench_models(limit: int, work: Path) -> dict:
     path = models.whisper_model("base", settings.model_dir)
     whispers = {b: WhisperInterpreterSTT(InterpreterSTTOptions(path, beam_size=b, translate_to_english=True))
                 for b in (1, 5)}
-    translator = LlamaTranslator(TranslatorOptions(models.qwen25_05b_gguf(settings.model_dir)))
+    translator = LlamaTranslator(TranslatorOptions(models.llm_gguf(llm_model, settings.model_dir)))
     out: dict = {}
     for name, (voice, sentences) in DIRECTIONS.items():
         src, tgt = name.split("->")
@@ -255,7 +255,7 @@ def main() -> int:
     ap.add_argument("--calls", action="store_true")
     ap.add_argument("--prompts", action="store_true", help="the text model alone on the exact sentences")
     ap.add_argument("--limit", type=int, default=len(ES_EN))
-    ap.add_argument("--llm-model", default="qwen2.5-1.5b", help="--prompts and --calls: the translator (a name or a GGUF path)")
+    ap.add_argument("--llm-model", default="qwen2.5-1.5b", help="the translator (a name or a GGUF path)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not (args.models or args.calls or args.prompts):
@@ -266,7 +266,7 @@ def main() -> int:
         if args.prompts:
             result["prompts"] = bench_prompts(args.limit, args.llm_model)
         if args.models:
-            result["models"] = bench_models(args.limit, work)
+            result["models"] = bench_models(args.limit, work, args.llm_model)
         if args.calls:
             result["calls"] = bench_calls(args.limit, work, args.llm_model)
     if args.json:

@@ -195,7 +195,7 @@ async def test_translation_is_spoken_while_it_is_written() -> None:
         await session.aclose()
         await out.aclose()
     said = [(text, at) for text, at in zip(es.spoken, es.at, strict=True) if text != "Intérprete listo."]
-    assert [t for t, _ in said][:1] == ["[es] Where is the"], es.spoken
+    assert [t for t, _ in said][:1] == ["[es] Where is"], es.spoken
     assert len(said) >= 3 and " ".join(t for t, _ in said) == "[es] Where is the train station, and when does it open?"
     assert said[0][1] < translator.finished_at, "the first words waited for the whole translation"
     agents = [m for m in session.history.items if m.type == "message" and m.role == "assistant"
