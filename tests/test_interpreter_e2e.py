@@ -87,6 +87,15 @@ class Observer:
         await room.disconnect()
 
 
+def sentences(work: Path, prefix: str) -> tuple[Path, Path]:
+    """One Spanish and one English sentence the offline models handle, spoken by espeak-ng."""
+    es, en = work / f"{prefix}es.wav", work / f"{prefix}en.wav"
+    for voice, path, text in (("es", es, "La playa está muy cerca del hotel."),
+                              ("en-us", en, "I like coffee with milk.")):
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), text], check=True, timeout=30)
+    return es, en
+
+
 def _participants(server: LiveKitServer, room: str) -> int:
     async def go() -> int:
         lk = api.LiveKitAPI(server.url.replace("ws://", "http://"), server.api_key, server.api_secret)
@@ -104,11 +113,7 @@ def test_interpreter_translates_both_ways(livekit_server: LiveKitServer, interpr
                                           interpreter_reports: Path, out_dir: Path) -> None:
     work = out_dir / "interpreter"
     work.mkdir(exist_ok=True)
-    es, en = work / "es.wav", work / "en.wav"
-    subprocess.run(["espeak-ng", "-v", "es", "-s", "150", "-w", str(es), "La playa está muy cerca del hotel."],
-                   check=True, timeout=30)
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(en), "I like coffee with milk."],
-                   check=True, timeout=30)
+    es, en = sentences(work, "")
     room = f"interp-{int(time.time())}"
     cmd = [str(BIN / "parley-call"), "--url", livekit_server.url, "--api-key", livekit_server.api_key,
            "--api-secret", livekit_server.api_secret, "--agent", AGENT, "--room", room, "--json",
@@ -269,11 +274,7 @@ def test_interpreter_two_people_each_hear_the_other(livekit_server: LiveKitServe
     the second speaker's messages; the call ends when both have left."""
     work = out_dir / "interpreter"
     work.mkdir(exist_ok=True)
-    es, en = work / "two-es.wav", work / "two-en.wav"
-    subprocess.run(["espeak-ng", "-v", "es", "-s", "150", "-w", str(es), "La playa está muy cerca del hotel."],
-                   check=True, timeout=30)
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(en), "I like coffee with milk."],
-                   check=True, timeout=30)
+    es, en = sentences(work, "two-")
     room = f"interp-two-{int(time.time())}"
 
     async def scenario() -> None:
