@@ -22,7 +22,7 @@ from livekit import api, rtc
 
 from harness.devstack import BIN, ROOT, LiveKitServer, Worker
 
-from .conftest import wait_report
+from .conftest import records, wait_report
 
 pytestmark = pytest.mark.e2e
 
@@ -316,3 +316,49 @@ def test_interpreter_two_people_each_hear_the_other(livekit_server: LiveKitServe
     assert users and users[0]["language"] == "en" and "leche" in fold(users[0]["translation"]), speakers
     first = [i for i in report["chat_history"]["items"] if i.get("type") == "message" and i["role"] == "user"]
     assert first and first[0]["extra"]["language"] == "es" and "beach" in fold(first[0]["extra"]["translation"])
+
+
+def test_web_app_language_toggle_reaches_the_interpreter(livekit_server: LiveKitServer, interpreter_worker: Worker,
+                                                         out_dir: Path, tmp_path: Path) -> None:
+    """The web app against the real interpreter worker (tests/test_browser_interpreter.py uses a
+    stand-in): the toggle appears, "Español" reaches the agent by RPC (detection is then skipped),
+    and the Spanish spoken into the page comes back as an English line with its badge, on the
+    agent track named for this page's participant."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from harness.devstack import TokenService
+
+    from .test_browser import padded_wav
+    from .test_browser_errors import CHROMIUM_ARGS, CHROMIUM_PATH, ensure_frontend
+
+    ensure_frontend()
+    es, _ = sentences(tmp_path, "web-")
+    wav = padded_wav(es, tmp_path / "mic.wav", 9.0, 2.0)  # after both "ready" messages
+    svc = TokenService(env={**livekit_server.env(), "PARLEY_TOKEN_API_KEY": "", "PARLEY_AGENT_NAME": AGENT})
+    svc.start(out_dir / "logs", name="parley-tokens-interpreter-web")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM_PATH, headless=True, args=[
+                *CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required"])
+            try:
+                page = browser.new_page()
+                page.goto(svc.url)
+                page.get_by_role("button", name="Start call").click()
+                spanish = page.get_by_label("Español")
+                spanish.wait_for(timeout=90_000)  # shown once the agent announces its pair
+                spanish.check()
+                english = page.locator('#transcript li.agent[data-language="en"] .text').filter(has_text="beach")
+                expect(english.first).to_be_visible(timeout=90_000)
+                mine = page.locator('#transcript li.user[data-language="es"] .text').filter(has_text="playa")
+                expect(mine.first).to_be_visible()
+                tracks = page.locator("audio").evaluate_all("els => els.map(e => e.dataset.trackName || '')")
+                assert any(t.startswith("interpreter:web") for t in tracks), tracks  # alone: own translation plays
+                page.screenshot(path=str(out_dir / "browser-interpreter-real.png"), full_page=True)
+                page.get_by_role("button", name="End call").click()
+            finally:
+                browser.close()
+    finally:
+        svc.stop()
+    said = [r for r in records(interpreter_worker) if r["message"].endswith("speaks es")]
+    assert said, "the page's choice did not reach the agent"
