@@ -26,6 +26,7 @@ One caller alone hears their own words translated back, which is how parley-call
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -87,10 +88,8 @@ def clause_cut(buffer: str, max_words: int) -> int | None:
     for m in _CLAUSE_END.finditer(buffer):
         if len(buffer[: m.start()].split()) >= 2:
             return m.end()
-    settled = _SETTLED_WORD.findall(buffer) if len(buffer.split()) > max_words - 1 else []
-    if len(settled) >= max_words:  # words a space already follows (the last one may still grow)
-        return next(m.end() for i, m in enumerate(_SETTLED_WORD.finditer(buffer)) if i == max_words - 1)
-    return None
+    settled = list(_SETTLED_WORD.finditer(buffer))  # words a space follows (the last may still grow)
+    return settled[max_words - 1].end() if len(settled) >= max_words else None
 
 
 async def _speak(voice: tts.TTS, text: str) -> AsyncIterable[rtc.AudioFrame]:
@@ -161,8 +160,9 @@ class InterpreterModels:
     translator: LlamaTranslator | None  # None: only Whisper's translate task (into English) is left
     voices: dict[str, tts.TTS]
 
+    @functools.cached_property
     def translation_llm(self) -> llm.LLM:
-        """The translator as an LLM: what the session holds (and a cloud LLM falls back to)."""
+        """The translator as an LLM, made once: what the sessions hold (and a cloud LLM falls back to)."""
         return LocalTranslateLLM(self.translator)
 
     @classmethod
@@ -213,8 +213,8 @@ class InterpreterAgent(Agent):
                  translation_llm: llm.LLM | None = None) -> None:
         """`speaker_language()`: the language the speaker said they speak (their client's
         `parley.language` attribute), used instead of detection; None or "" means detect.
-        `translation_llm`: a cloud LLM (behind a FallbackAdapter with the local translator,
-        `select_translation`) that translates instead of the local model."""
+        `translation_llm`: the session's LLM chain (the local translator, or a cloud LLM with the
+        local translator behind it in a FallbackAdapter); default the local translator."""
         super().__init__(
             instructions="Interpreter: translate each utterance into the call's other language.",
             tools=[],
@@ -289,11 +289,6 @@ class InterpreterAgent(Agent):
             p.task = asyncio.ensure_future(self._translate(text, p))
         return p
 
-    async def translate(self, text: str) -> Rendition:
-        p = self.start(text)
-        assert p.task is not None
-        return await asyncio.shield(p.task)
-
     async def _translate(self, text: str, progress: Progress) -> Rendition:
         segments = self._segments_of(text)
         source = segments[0].language if segments else guess_language(text, self._pair)
@@ -329,7 +324,7 @@ class InterpreterAgent(Agent):
     async def _ask_llm(self, text: str, source: str, target: str, progress: Progress) -> str:
         """Streams the translation into `progress`; returns who made it: "cloud", or "llm" for
         the local model (alone, or after the cloud one failed)."""
-        chain = self._translation_llm or self._models.translation_llm()
+        chain = self._translation_llm or self._models.translation_llm
         cleaner = StreamCleaner(target)
         first_id = ""
         try:
@@ -532,7 +527,7 @@ class InterpreterRoom:
                 or p.identity in self._sessions):
             return
         # The framework asks the session's LLM for each reply; the agent's llm_node translates.
-        session: AgentSession = AgentSession(vad=self._vad, llm=self._translation_llm or self._loaded.translation_llm())
+        session: AgentSession = AgentSession(vad=self._vad, llm=self._translation_llm or self._loaded.translation_llm)
         self._sessions[p.identity] = session
         self._spawn(self._start_session(p.identity, session))
 

@@ -22,7 +22,6 @@ from .load import LoadOptions, WorkerLoad
 from .logs import use_human_format
 from .metrics import MetricsServer, WorkerCollector, default_dir
 from .providers import LocalModels, select_models
-from .providers.selection import select_translation
 from .report import TurnTracker
 from .session import build_session
 from .settings import Settings
@@ -46,7 +45,7 @@ def prewarm(proc: JobProcess) -> None:
     if settings.interpreter:  # PARLEY_INTERPRETER=1: translate instead of converse (agent/interpreter.py)
         proc.userdata["interpreter"] = loaded = InterpreterModels.load(settings)
         # The session's LLM is the translator: interpreter mode never converses.
-        proc.userdata["models"] = models = LocalModels.load(settings, llm=loaded.translation_llm())
+        proc.userdata["models"] = models = LocalModels.load(settings, llm=loaded.translation_llm)
         if "en" in settings.interpreter_pair:
             loaded.voices["en"] = models.tts  # Piper
     else:
@@ -131,8 +130,10 @@ async def entrypoint(ctx: JobContext) -> None:
         max_chars=settings.chat_max_chars, per_minute=settings.chat_per_minute))
     if settings.interpreter:  # PARLEY_INTERPRETER=1: one session per speaker (agent/interpreter.py)
         loaded = ctx.proc.userdata["interpreter"]
+        # The session's LLM chain is the translator (LocalModels.llm is it in this mode), behind a
+        # cloud LLM when PARLEY_LLM chooses one.
         room = InterpreterRoom(ctx, settings, loaded, models.vad, participant.identity,
-                               translation_llm=select_translation(settings, loaded.translator, call.chosen))
+                               translation_llm=call.chosen.llm)
         call.sections["interpreter"] = room.report
         await session.start(agent=room.agent_for(participant.identity), room=ctx.room,
                             room_options=room.room_options(participant.identity, text_input=chat), record=False)

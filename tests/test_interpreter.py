@@ -10,12 +10,12 @@ import pytest
 
 from agent.callstate import Call
 from agent.interpreter import InterpreterAgent, InterpreterModels, clause_cut, guess_language
+from agent.providers import LocalModels, select_models
 from agent.providers.llama_translate import StreamCleaner
-from agent.providers.selection import select_translation
 from agent.session import build_session
 from agent.settings import Settings, SettingsError
 from tests.fakes.openai import OpenAIFake, Reply, last_user_text
-from tests.fakes.providers import FakeLLM, FakeSTT, FakeTTS
+from tests.fakes.providers import FakeLLM, FakeSTT, FakeTTS, SilentVAD
 from tests.fakes.turns import Playout
 from tests.test_session import chosen, fake_models
 
@@ -93,14 +93,15 @@ async def test_cloud_translation_falls_back_to_the_local_translator() -> None:
         settings = Settings.load(PARLEY_INTERPRETER="1", PARLEY_LLM="openai", OPENAI_API_KEY="sk-test",
                                  OPENAI_BASE_URL=fake.base_url, PARLEY_FALLBACK="1",
                                  PARLEY_FALLBACK_TIMEOUT="2")
-        models = fake_models(lambda ctx: "an answer the interpreter must never give")
         translator = TaggingTranslator()
         loaded = InterpreterModels(stt=FakeSTT(), translator=translator,  # type: ignore[arg-type]
                                    voices={"en": FakeTTS(), "es": FakeTTS()})
-        picked = chosen(models)
-        chain = select_translation(settings, translator, picked)
-        assert chain is not None and "gpt-4o-mini" in picked.providers["translation"]
-        assert "fallback local" in picked.providers["translation"]
+        # As the worker loads it: in interpreter mode the local LLM is the translator.
+        models = LocalModels(vad=SilentVAD(), stt=FakeSTT(), llm=loaded.translation_llm, tts=FakeTTS())  # type: ignore[arg-type]
+        picked = select_models(settings, models)
+        chain = picked.llm
+        assert "gpt-4o-mini" in picked.providers["llm"]
+        assert "fallback local" in picked.providers["llm"]
         session = build_session(settings, models, picked, Call(settings))
         await session.start(InterpreterAgent(settings, loaded, translation_llm=chain))
         try:
@@ -125,9 +126,11 @@ async def test_cloud_translation_falls_back_to_the_local_translator() -> None:
 
 def test_local_translation_needs_no_cloud() -> None:
     settings = Settings.load(PARLEY_INTERPRETER="1")
-    picked = chosen(fake_models(lambda ctx: ""))
-    assert select_translation(settings, TaggingTranslator(), picked) is None
-    assert "translation" not in picked.providers
+    loaded = InterpreterModels(stt=FakeSTT(), translator=TaggingTranslator(), voices={})  # type: ignore[arg-type]
+    models = LocalModels(vad=SilentVAD(), stt=FakeSTT(), llm=loaded.translation_llm, tts=FakeTTS())  # type: ignore[arg-type]
+    picked = select_models(settings, models)
+    assert picked.llm is loaded.translation_llm and "fallback" not in picked.providers["llm"]
+    assert picked.owned == []  # no cloud client for this call
 
 
 @pytest.mark.parametrize(("buffer", "max_words", "cut"), [

@@ -97,15 +97,21 @@ class LlamaTranslator:
         """Blocking: `text` in `source` language translated into `target` (codes: en, es, ...)."""
         reply = self._ask(text, source, target, self._opts.style)
         if _plain(reply) == _plain(text):  # repeated, not translated: ask the other way once
-            reply = self._ask(text, source, target, "chat" if self._opts.style == "labels" else "labels")
+            reply = self._ask(text, source, target, self._other_style)
         return reply
+
+    @property
+    def _other_style(self) -> str:
+        return "chat" if self._opts.style == "labels" else "labels"
+
+    def _max_tokens(self, text: str) -> int:
+        return min(self._opts.max_tokens, 16 + 3 * len(text.split()))
 
     def translate_stream(self, text: str, source: str, target: str, on_piece: Callable[[str], None]) -> str:
         """Blocking, like `translate`, but each settled piece of the translation goes to
         `on_piece` as the model writes it, so speech can start on the first words. A reply
         that starts by repeating the source is held back: if it is only the source again,
         it is asked once more (not streamed) and that answer is given whole."""
-        max_tokens = min(self._opts.max_tokens, 16 + 3 * len(text.split()))
         cleaner = StreamCleaner(target)
         held: list[str] = []
         source_words = _plain(text).split()
@@ -125,7 +131,8 @@ class LlamaTranslator:
 
         with self._lock:
             for chunk in self._llm.create_chat_completion(self.messages(text, source, target, self._opts.style),
-                                                          temperature=0.0, max_tokens=max_tokens, stream=True):
+                                                          temperature=0.0, max_tokens=self._max_tokens(text),
+                                                          stream=True):
                 delta = chunk["choices"][0]["delta"].get("content") or ""
                 for piece in (cleaner.feed(delta) if delta else ()):
                     out(piece)
@@ -134,16 +141,15 @@ class LlamaTranslator:
         reply = cleaner.text
         if state == "hold":  # never released: short, or it began like the source
             if _plain(reply) == _plain(text):
-                reply = self._ask(text, source, target, "chat" if self._opts.style == "labels" else "labels")
+                reply = self._ask(text, source, target, self._other_style)
             if reply:
                 on_piece(reply)
         return reply
 
     def _ask(self, text: str, source: str, target: str, style: str) -> str:
-        max_tokens = min(self._opts.max_tokens, 16 + 3 * len(text.split()))
         with self._lock:
             out = self._llm.create_chat_completion(self.messages(text, source, target, style), temperature=0.0,
-                                                   max_tokens=max_tokens)
+                                                   max_tokens=self._max_tokens(text))
         return clean_reply(out["choices"][0]["message"]["content"] or "", target)
 
 

@@ -127,25 +127,3 @@ def select_models(settings: Settings, local: Any) -> SessionModels:
                 providers[stage] += f" -> fallback {_name(getattr(local, stage))}"
     return SessionModels(stt=chosen_stt, llm=chosen_llm, tts=chosen_tts, providers=providers, fallbacks=log,
                          owned=owned)
-
-
-def select_translation(settings: Settings, translator: Any, chosen: SessionModels) -> llm.LLM | None:
-    """Interpreter mode's translator chain: with PARLEY_LLM=openai the cloud LLM translates
-    (the same request the local model gets) and, with PARLEY_FALLBACK, the local translator
-    takes over when it fails; None means the local translator alone. Recorded in `chosen`."""
-    if settings.llm != "openai":
-        return None
-    from .llama_translate import LocalTranslateLLM
-
-    cloud = openai_llm(OpenAILLMOptions.from_settings(settings))
-    chosen.owned.append(cloud)
-    chosen.providers["translation"] = _name(cloud)
-    if not settings.fallback or translator is None:
-        return cloud
-    local = LocalTranslateLLM(translator)
-    chain = llm.FallbackAdapter([cloud, local], attempt_timeout=settings.fallback_timeout, max_retry_per_llm=0,
-                                retry_on_chunk_sent=True)
-    chosen.fallbacks.watch("llm", chain, "llm_availability_changed")
-    chosen.owned.append(chain)
-    chosen.providers["translation"] += f" -> fallback {_name(local)}"
-    return chain

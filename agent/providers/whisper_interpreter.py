@@ -148,10 +148,6 @@ class WhisperInterpreterSTT(stt.STT):
             secs["translate"] = time.perf_counter() - t
         return Interpretation(text, language, prob, english, secs)
 
-    @property
-    def languages(self) -> tuple[str, str]:
-        return self._opts.languages
-
     def for_speaker(self, language_of: Callable[[], str | None]) -> SpeakerSTT:
         """This model as one speaker hears it: `language_of()` is the language they said they
         speak (a client's choice), which replaces detection while it is one of the pair."""
