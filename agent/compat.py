@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import version
 from typing import TYPE_CHECKING, Any
 
+from livekit.agents.worker import AgentServer as _AgentServer
 from livekit.agents.worker import _DefaultLoadCalc
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ FRAMEWORK_VERSION = version("livekit-agents")
 TESTED_WITH = "1.8.9"
 
 __all__ = [
-    "FRAMEWORK_VERSION", "TESTED_WITH", "default_cpu_load",
+    "FRAMEWORK_VERSION", "TESTED_WITH", "default_cpu_load", "recount_load", "report_status_now",
     "plugin_http_session", "realtime_session_failed", "register_realtime_session", "set_transcript_attribute",
     "track_stream",
 ]
@@ -30,6 +31,22 @@ def default_cpu_load(server: AgentServer) -> float:
     """The framework's own CPU load figure (a 2.5 s moving average), which agent/load.py
     combines with call slots instead of measuring CPU a second time."""
     return _DefaultLoadCalc.get_load(server)
+
+
+async def report_status_now(server: AgentServer) -> None:
+    """Send LiveKit the worker's status now, counting the job being offered (the framework
+    reserves its slot first), instead of at the next 2.5 s tick. Until then the server
+    still sees a worker that this job fills as available and offers it the next job, which
+    the worker refuses; the server then only tries the other workers attached to the same
+    node, and with those full the job is never offered again (a call with no agent)."""
+    await server._update_worker_status()
+
+
+async def recount_load(server: AgentServer) -> None:
+    """Recompute the load figure the framework reports (from our load_fnc) now that a job
+    runs. The framework refreshes it every 0.5 s; a status sent between the job's start and
+    that refresh would say "0 calls, available" for the next 2.5 s while the worker is full."""
+    await server._refresh_worker_load()
 
 
 def plugin_http_session(plugin: Any) -> Any:
@@ -76,6 +93,8 @@ def internals() -> list[tuple[str, Any, str]]:
 
     return [
         ("worker._DefaultLoadCalc", _DefaultLoadCalc, "get_load"),
+        ("worker.AgentServer", _AgentServer, "_update_worker_status"),
+        ("worker.AgentServer", _AgentServer, "_refresh_worker_load"),
         ("plugins.deepgram.STT", deepgram_stt.STT, "_ensure_session"),
         ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_process_stream_event"),
         ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_run"),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 
 from livekit import rtc
-from livekit.agents import AgentServer, JobContext, JobProcess, room_io
+from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest, room_io
 
-from . import priority, tracing
+from . import compat, priority, tracing
 from .assistant import ParleyAgent
 from .callstate import Call
 from .faults import LocalFailures, render_apology
@@ -94,7 +94,17 @@ def _on_worker_started() -> None:
             metrics_server = None
 
 
-@server.rtc_session(agent_name=settings.agent_name)
+async def on_request(req: JobRequest) -> None:
+    """Take every job offered: LiveKit offers only to workers reporting room (agent/load.py).
+    Tell it at once if this one fills us, so the next call goes to a worker with room, and
+    count the call in the load from the moment it runs (the status tick must not report
+    the worker as it was before the call)."""
+    await compat.report_status_now(server)
+    await req.accept()  # returns once a job process runs the call
+    await compat.recount_load(server)
+
+
+@server.rtc_session(agent_name=settings.agent_name, on_request=on_request)
 async def entrypoint(ctx: JobContext) -> None:
     priority.restore()  # loaded at low priority (prewarm); a call runs at normal priority
     ctx.log_context_fields = {"room": ctx.job.room.name}

@@ -104,6 +104,18 @@ def cluster(out_dir: Path):
             part.stop()
 
 
+def dispatch_trace(cluster: dict[str, Any], room: str) -> str:
+    """What the nodes and workers logged about offering jobs: why a call found no agent."""
+    keys = ("job", "worker", "capacity", "assignment", room)
+    lines = []
+    for name, part in cluster.items():
+        if part.proc is None:
+            continue
+        lines += [f"{name}: {line[:400]}" for line in part.proc.log().splitlines()
+                  if any(k in line for k in keys) and "/metrics" not in line][-25:]
+    return "\n".join(lines)
+
+
 FULL, AVAILABLE = "worker is at full capacity, marking as unavailable", "worker is below capacity, marking as available"
 
 
@@ -122,21 +134,27 @@ def test_two_nodes_three_workers_load_dispatch_and_crash_isolation(cluster, fixt
     # 2-core box would then measure its own scheduler rather than dispatch).
     calls: list[Call] = []
     for i, node in enumerate((node_a, node_b, node_a)):
-        # LiveKit offers a room's job once, to a worker whose last status said available: while
-        # W2 waits for a process for its previous call it reports full (the framework counts the
-        # reserved slot), and a call placed then is never dispatched. Callers a moment apart:
-        # the next one comes when a worker with room says so (W1 stays full after its one call).
+        # LiveKit offers a room's job once, to a worker whose last status said available (a
+        # worker reports its status as it takes a job: agent/worker.py on_request). Callers a
+        # moment apart: the next one comes when a worker with room says so (W1 stays full
+        # after its one call).
         assert wait_for(lambda: available(w1) or available(w2), 60), "no worker reported room for the next call"
         t0 = time.monotonic()
         c = Call(node, [question, question], room=f"scale-{secrets.token_hex(3)}-c{i}-{'ab'[node is node_b]}", timeout=90).start()
         calls.append(c)
         if not wait_for(lambda c=c: job_pid(w1, c.room) or job_pid(w2, c.room), 60):
-            pytest.fail(f"call {c.room} was not dispatched: caller {c.describe()}")
+            pytest.fail(f"call {c.room} was not dispatched: caller {c.describe()}\n{dispatch_trace(cluster, c.room)}")
         time.sleep(max(0.0, 2.5 - (time.monotonic() - t0)))  # let node stats count the room
     on_w1 = [c for c in calls if job_pid(w1, c.room)]
     on_w2 = [c for c in calls if job_pid(w2, c.room)]
     assert len(on_w1) == 1 and len(on_w2) == 2, "each worker fills up to PARLEY_MAX_CALLS"
     assert not any(r["message"].startswith("call dispatched") for r in records(w0)), "W0 is above threshold"
+    # W1 told LiveKit it was full as it took its call, not at its next status tick (up to
+    # 2.5 s later, when a call meanwhile offered to it would be refused and lost).
+    w1_log = [r["message"] for r in records(w1)]
+    dispatched = next(i for i, m in enumerate(w1_log) if m.startswith("call dispatched"))
+    assert FULL in w1_log and w1_log.index(FULL) < dispatched
+
     assert any(r["message"] == FULL for r in records(w0))
     status, body = w0.health("/worker")
     assert status == 200 and json.loads(body).get("worker_load", 0.0) > 0.0
@@ -172,3 +190,13 @@ def test_two_nodes_three_workers_load_dispatch_and_crash_isolation(cluster, fixt
     victim.wait(30)
     assert any("exit code -9" in r["message"] for r in records(w2)), "W2 did not notice its job process dying"
     assert w2.proc is not None and w2.proc.popen.poll() is None and w2.health("/")[0] == 200
+
+    # W1 stayed full while its call ran (its load counts the call from the call's start, so
+    # no status tick in between said "0 calls, available").
+    def w1_messages() -> list[str]:
+        return [r["message"] for r in records(w1)]
+    assert wait_for(lambda: any(m.startswith("call closed") for m in w1_messages()), 30)
+    w1_log = w1_messages()
+    dispatched = next(i for i, m in enumerate(w1_log) if m.startswith("call dispatched"))
+    closed = next(i for i, m in enumerate(w1_log) if m.startswith("call closed"))
+    assert AVAILABLE not in w1_log[dispatched:closed], w1_log[dispatched:closed]
