@@ -136,6 +136,19 @@ async def transcript(agent: rtc.Room, text: str, segment: str, **attrs: str) -> 
         attributes={"lk.segment_id": segment, "lk.transcription_final": "true", **attrs})
 
 
+PLAYING = "() => [...document.querySelectorAll('audio[data-track-name]')].map(a => a.dataset.trackName).sort()"
+
+
+async def tracks_played(page: Page, expected: list[str]) -> list[str]:
+    """The names of the tracks the page plays, once they are `expected` (or after 20 s)."""
+    deadline = asyncio.get_running_loop().time() + 20
+    got = await page.evaluate(PLAYING)
+    while got != expected and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        got = await page.evaluate(PLAYING)
+    return got
+
+
 async def connected(page: Page) -> None:
     await expect(page.locator("#status")).to_contain_text("Connected", timeout=30_000)
     await expect(page.get_by_role("button", name="End call")).to_be_enabled()
@@ -319,7 +332,6 @@ async def test_language_refused_by_agent(web: TokenService, livekit_server: Live
 async def test_own_translation_plays_only_when_alone(web: TokenService, livekit_server: LiveKitServer,
                                                     out_dir: Path) -> None:
     rooms: list[rtc.Room] = []
-    playing = "() => [...document.querySelectorAll('audio[data-track-name]')].map(a => a.dataset.trackName).sort()"
 
     async def body() -> None:
         async with browser_page(out_dir, "audio") as page:
@@ -336,28 +348,68 @@ async def test_own_translation_plays_only_when_alone(web: TokenService, livekit_
                     rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
             await connected(page)
 
-            async def tracks_played(expected: list[str]) -> list[str]:
-                async def now() -> list[str]:
-                    return await page.evaluate(playing)
-                deadline = asyncio.get_running_loop().time() + 20
-                got = await now()
-                while got != expected and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.2)
-                    got = await now()
-                return got
-
             # Alone with the agent: both play, the person hears their own words translated back.
             both = sorted([f"interpreter:{me}", f"interpreter:{other}"])
-            assert await tracks_played(both) == both
+            assert await tracks_played(page, both) == both
             # Someone else joins: our translation is theirs to hear, not ours.
             person = await join(livekit_server, grant["room"], other, agent=False)
             rooms.append(person)
-            assert await tracks_played([f"interpreter:{other}"]) == [f"interpreter:{other}"]
+            assert await tracks_played(page, [f"interpreter:{other}"]) == [f"interpreter:{other}"]
             # They leave: alone again, our translation plays again.
             await person.disconnect()
-            assert await tracks_played(both) == both
+            assert await tracks_played(page, both) == both
             await expect(page.locator("#error")).to_be_hidden()
             await hang_up(page, agent)
+
+    await with_cleanup(rooms, body)
+
+
+async def test_two_people_lines_name_who_spoke(web: TokenService, livekit_server: LiveKitServer,
+                                              out_dir: Path) -> None:
+    """With another person in the room, their words and the interpreter's translation of them
+    are labelled with that person, not as the agent's; the page's own words stay "You"."""
+    rooms: list[rtc.Room] = []
+
+    async def body() -> None:
+        async with browser_page(out_dir, "people") as page:
+            await page.goto(f"{web.url}/?agentTimeout=30")
+            grant = await start_call(page)
+            agent = await join(livekit_server, grant["room"], "agent-standin", agent=True, pair=PAIR)
+            rooms.append(agent)
+            translation = rtc.LocalAudioTrack.create_audio_track("interpreter:ana", rtc.AudioSource(48000, 1))
+            await agent.local_participant.publish_track(
+                translation, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            await connected(page)
+            person = await join(livekit_server, grant["room"], "ana", agent=False)
+            rooms.append(person)
+            mic = rtc.LocalAudioTrack.create_audio_track("ana-mic", rtc.AudioSource(48000, 1))
+            ana_mic = await person.local_participant.publish_track(
+                mic, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            # The page knows both tracks once it plays them (the person's own voice, their translation).
+            want = sorted(["ana-mic", "interpreter:ana"])
+            assert await tracks_played(page, want) == want
+            browser_p = await eventually(lambda: agent.remote_participants.get(grant["identity"]))
+            own_sid = await eventually(lambda: next(iter(browser_p.track_publications), None)) if browser_p else None
+            assert own_sid, "the browser published no microphone track"
+
+            await transcript(agent, "Where is the station?", "seg-mine", language="en",
+                             **{"lk.transcribed_track_id": own_sid})
+            await transcript(agent, "¿Dónde está el tren?", "seg-ana", language="es",
+                             **{"lk.transcribed_track_id": ana_mic.sid})
+            await transcript(agent, "Where is the train?", "seg-ana-en", language="en",
+                             **{"lk.transcribed_track_id": translation.sid})
+            await transcript(agent, "Hello from the agent.", "seg-agent")
+            mine = page.locator("#transcript li.user", has_text="Where is the station?")
+            theirs = page.locator("#transcript li.other", has_text="¿Dónde está el tren?")
+            translated = page.locator("#transcript li.agent", has_text="Where is the train?")
+            reply = page.locator("#transcript li.agent", has_text="Hello from the agent.")
+            # Each line's label, then its language badge.
+            await expect(mine.locator(".who")).to_have_text("YouEN", timeout=15_000)
+            await expect(theirs.locator(".who")).to_have_text("anaES")
+            await expect(translated.locator(".who")).to_have_text("ana, translatedEN")
+            await expect(reply.locator(".who")).to_have_text("Agent")
+            await page.screenshot(path=str(out_dir / "browser-interpreter-people.png"), full_page=True)
+            await hang_up(page, agent, person)
 
     await with_cleanup(rooms, body)
 

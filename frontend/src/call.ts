@@ -33,13 +33,16 @@ const ATTR_TRACK_ID = 'lk.transcribed_track_id';
 const TOPIC_LISTENER = 'parley.listener';
 const TOPIC_TURN = 'parley.turn';
 
-export type Role = 'agent' | 'user';
+/** Whose words a line holds: this page's person, the agent, or another person in the room. */
+export type Role = 'agent' | 'user' | 'other';
 
 export interface CallHooks {
   status(text: string): void;
   agentState(state: string): void;
   /** `language`: the segment's language code (interpreter mode), else undefined. */
-  transcript(id: string, role: Role, text: string, final: boolean, language?: string): void;
+  /** `speaker`: a label for lines that are not the agent's own reply (another person, or the
+   *  interpreter's translation of their words). */
+  transcript(id: string, role: Role, text: string, final: boolean, language?: string, speaker?: string): void;
   /** The agent's language pair when it is an interpreter, null when it is not. */
   interpreter(pair: string[] | null): void;
   /** The agent was told the person's language `code` (`error` null), or telling it failed
@@ -374,19 +377,39 @@ export class Call {
     const mine =
       sender === this.room.localParticipant.identity ||
       (trackId !== undefined && trackId === this.mic?.sid);
-    const role: Role = mine ? 'user' : 'agent';
+    const about = mine ? undefined : this.speakerOf(trackId);
+    const role: Role = mine ? 'user' : about?.person ? 'other' : 'agent';
+    const speaker = about?.label;
     const language = attrs[ATTR_SEGMENT_LANGUAGE] || undefined; // interpreter mode only
     // Agent segments grow chunk by chunk in one stream; user segments arrive as whole
     // texts, one stream per update, the last one marked final.
     let text = '';
     for await (const chunk of reader) {
       text += chunk;
-      this.hooks.transcript(id, role, text, false, language);
+      this.hooks.transcript(id, role, text, false, language, speaker);
     }
     // Read the attributes again: the closing trailer of a stream may add the final flag.
     const last = reader.info.attributes ?? attrs;
     const final = role === 'agent' || last[ATTR_FINAL] === 'true';
-    this.hooks.transcript(id, role, text, final, last[ATTR_SEGMENT_LANGUAGE] || language);
+    this.hooks.transcript(id, role, text, final, last[ATTR_SEGMENT_LANGUAGE] || language, speaker);
+  }
+
+  /** Whose speech a transcript segment not of this page's microphone is: another person's
+   *  (their microphone's track), or the interpreter's translation of another person's words
+   *  (its track `interpreter:<their identity>`). Undefined: the agent's own reply. */
+  private speakerOf(trackId: string | undefined): { label: string; person: boolean } | undefined {
+    if (!trackId) return undefined;
+    for (const p of this.room.remoteParticipants.values()) {
+      const pub = p.trackPublications.get(trackId);
+      if (!pub) continue;
+      if (p.kind !== ParticipantKind.AGENT) return { label: p.name || p.identity, person: true };
+      const name = pub.trackName ?? '';
+      const of = name.startsWith(INTERPRETER_TRACK_PREFIX) ? name.slice(INTERPRETER_TRACK_PREFIX.length) : '';
+      if (!of || of === this.room.localParticipant.identity) return undefined;
+      const person = this.room.remoteParticipants.get(of);
+      return { label: `${person?.name || of}, translated`, person: false };
+    }
+    return undefined;
   }
 
   private fail(err: CallError): void {

@@ -55,7 +55,7 @@ async function startCall(): Promise<void> {
   const current = new Call({ ...options(), language }, {
     status: (text) => ui.setStatus(text),
     agentState: (state) => ui.setAgentState(state),
-    transcript: (id, role, text, final, lang) => ui.upsertLine(id, role, text, final, undefined, lang),
+    transcript: (id, role, text, final, lang, speaker) => ui.upsertLine(id, role, text, final, undefined, lang, speaker),
     interpreter: (agentPair) => {
       if (call !== current) return;
       pair = agentPair;

@@ -164,7 +164,8 @@ export class Ui {
   }
 
   /** Insert or update one segment of the conversation (`language`: interpreter mode's badge). */
-  upsertLine(id: string, role: Role, text: string, final: boolean, via?: 'chat', language?: string): void {
+  upsertLine(id: string, role: Role, text: string, final: boolean, via?: 'chat', language?: string,
+             speaker?: string): void {
     const clean = text.trim();
     let li = this.lines.get(id);
     if (!li) {
@@ -174,7 +175,7 @@ export class Ui {
       li.dataset.role = role;
       const who = document.createElement('span');
       who.className = 'who';
-      who.textContent = role === 'agent' ? 'Agent' : via === 'chat' ? 'You (typed)' : 'You';
+      who.textContent = speaker ?? (role === 'agent' ? 'Agent' : role === 'other' ? 'Someone' : via === 'chat' ? 'You (typed)' : 'You');
       const body = document.createElement('span');
       body.className = 'text';
       li.append(who, body);
