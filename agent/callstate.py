@@ -25,7 +25,7 @@ from livekit.agents.voice import SpeechHandle
 from livekit.agents.voice.events import CloseEvent, CloseReason, ErrorEvent
 
 from . import metrics
-from .report import TurnMetrics, TurnTracker, write_report
+from .report import TurnMetrics, TurnTracker, compact_events, write_report
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -229,6 +229,7 @@ class Call:
         except RuntimeError as e:  # no session was started (caller never joined)
             logger.info("no session report: %s", e)
             return None
+        report["events"] = compact_events(report.get("events", []))
         report["ended_by"] = self.ended_by or "unknown"
         if self.line is not None:
             report["phone"] = self.line.summary()

@@ -178,6 +178,17 @@ class TurnTracker:
 _STALE_TMP_S = 3600.0
 
 
+# The framework emits the session's running usage totals about once a second; the report's
+# `usage` holds the final ones, and a call's events would otherwise be mostly these copies
+# (40 of 65 events, two thirds of a 20 s call's report).
+REPEATED_EVENTS = frozenset({"session_usage_updated"})
+
+
+def compact_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The session's events without the running totals the report holds once."""
+    return [e for e in events if e.get("type") not in REPEATED_EVENTS]
+
+
 def write_report(report_dir: Path, room: str, report: dict[str, Any], turns: list[TurnMetrics], *,
                  keep: int = 0, max_age_days: float = 0.0) -> Path | None:
     """Atomically write `<report_dir>/<room>-<unix time>.json` and return its path.

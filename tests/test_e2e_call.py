@@ -36,6 +36,10 @@ def test_greeting_then_answers_capital_of_france(call, fixtures, report_dir):
     for key in ("end_of_utterance_delay_ms", "llm_ttft_ms", "tts_ttfb_ms"):
         assert t0[key] is not None and t0[key] >= 0, (key, t0)
     assert report["usage"], "per-model usage missing from the report"
+    # Events hold what happened once each, not the usage totals repeated every second.
+    kinds = {e["type"] for e in report["events"]}
+    assert {"conversation_item_added", "user_input_transcribed", "close"} <= kinds, kinds
+    assert "session_usage_updated" not in kinds
 
 
 def test_remembers_name_across_turns(call, fixtures):
