@@ -9,13 +9,9 @@ Replace an entry with the public API as soon as the framework offers one.
 from __future__ import annotations
 
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from livekit.agents.worker import AgentServer as _AgentServer
-from livekit.agents.worker import _DefaultLoadCalc
-
-if TYPE_CHECKING:
-    from livekit.agents import AgentServer
+from livekit.agents.worker import AgentServer, _DefaultLoadCalc
 
 FRAMEWORK_VERSION = version("livekit-agents")
 TESTED_WITH = "1.8.9"
@@ -93,8 +89,8 @@ def internals() -> list[tuple[str, Any, str]]:
 
     return [
         ("worker._DefaultLoadCalc", _DefaultLoadCalc, "get_load"),
-        ("worker.AgentServer", _AgentServer, "_update_worker_status"),
-        ("worker.AgentServer", _AgentServer, "_refresh_worker_load"),
+        ("worker.AgentServer", AgentServer, "_update_worker_status"),
+        ("worker.AgentServer", AgentServer, "_refresh_worker_load"),
         ("plugins.deepgram.STT", deepgram_stt.STT, "_ensure_session"),
         ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_process_stream_event"),
         ("plugins.deepgram.SpeechStream", deepgram_stt.SpeechStream, "_run"),

@@ -149,6 +149,15 @@ async def tracks_played(page: Page, expected: list[str]) -> list[str]:
     return got
 
 
+async def page_mic_sid(agent: rtc.Room, identity: str) -> str:
+    """The sid of the microphone track the page published, as the stand-in agent sees it."""
+    browser_p = await eventually(lambda: agent.remote_participants.get(identity))
+    assert browser_p, "the browser participant never reached the stand-in"
+    mic_sid = await eventually(lambda: next(iter(browser_p.track_publications), None))
+    assert mic_sid, "the browser published no microphone track"
+    return mic_sid
+
+
 async def connected(page: Page) -> None:
     await expect(page.locator("#status")).to_contain_text("Connected", timeout=30_000)
     await expect(page.get_by_role("button", name="End call")).to_be_enabled()
@@ -194,10 +203,7 @@ async def test_toggle_and_language_badges(web: TokenService, livekit_server: Liv
 
             # Transcripts carry a badge with their language: the agent's translation (EN) and
             # the person's own words (ES, the stand-in names the browser's microphone track).
-            browser_p = await eventually(lambda: agent.remote_participants.get(grant["identity"]))
-            assert browser_p, "the browser participant never reached the stand-in"
-            mic_sid = await eventually(lambda: next(iter(browser_p.track_publications), None))
-            assert mic_sid, "the browser published no microphone track"
+            mic_sid = await page_mic_sid(agent, grant["identity"])
             await transcript(agent, "¿Dónde está la estación?", "seg-user-1", language="es",
                              **{"lk.transcribed_track_id": mic_sid})
             await transcript(agent, "Where is the station?", "seg-agent-1", language="en")
@@ -388,9 +394,7 @@ async def test_two_people_lines_name_who_spoke(web: TokenService, livekit_server
             # The page knows both tracks once it plays them (the person's own voice, their translation).
             want = sorted(["ana-mic", "interpreter:ana"])
             assert await tracks_played(page, want) == want
-            browser_p = await eventually(lambda: agent.remote_participants.get(grant["identity"]))
-            own_sid = await eventually(lambda: next(iter(browser_p.track_publications), None)) if browser_p else None
-            assert own_sid, "the browser published no microphone track"
+            own_sid = await page_mic_sid(agent, grant["identity"])
 
             await transcript(agent, "Where is the station?", "seg-mine", language="en",
                              **{"lk.transcribed_track_id": own_sid})

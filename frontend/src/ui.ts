@@ -175,7 +175,8 @@ export class Ui {
       li.dataset.role = role;
       const who = document.createElement('span');
       who.className = 'who';
-      who.textContent = speaker ?? (role === 'agent' ? 'Agent' : role === 'other' ? 'Someone' : via === 'chat' ? 'You (typed)' : 'You');
+      // Another person's lines always come with their name (`speaker`).
+      who.textContent = speaker ?? (role === 'agent' ? 'Agent' : via === 'chat' ? 'You (typed)' : 'You');
       const body = document.createElement('span');
       body.className = 'text';
       li.append(who, body);
