@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from livekit.agents import Agent
+from livekit.agents import NOT_GIVEN, Agent
+from livekit.agents.utils import is_given
 
+from .providers.piper_tts import PiperTTS
 from .settings import Settings
 from .tools import tools_for
 
@@ -31,4 +33,6 @@ class ParleyAgent(Agent):
         # A fixed greeting is spoken immediately (no LLM round-trip) and cannot be
         # talked over, so the caller always hears who answered.
         if self._greeting:
-            self.session.say(self._greeting, allow_interruptions=False)
+            tts = self.tts if is_given(self.tts) else self.session.tts
+            audio = tts.remembered_frames(self._greeting) if isinstance(tts, PiperTTS) else None
+            self.session.say(self._greeting, audio=audio or NOT_GIVEN, allow_interruptions=False)

@@ -190,6 +190,48 @@ def test_piper_phrases_are_made_once_per_machine(piper, tmp_path):
     assert abs(made - expected) < 0.1 * expected
 
 
+async def test_greeting_is_played_from_memory_and_kept_in_the_history(piper, settings):
+    """The greeting's audio is the phrase remembered at load time, not synthesized again
+    (in pieces, as the session's text transforms hand it over); the history keeps its text."""
+    from agent.assistant import ParleyAgent
+    from agent.callstate import Call
+    from agent.providers import LocalModels, SessionModels
+    from agent.session import build_session
+    from tests.fakes.providers import FakeLLM, FakeSTT
+    from tests.fakes.turns import EnergyVAD, Playout
+
+    class Recorder(Playout):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pcm = bytearray()
+
+        async def capture_frame(self, frame: rtc.AudioFrame) -> None:
+            self.pcm += frame.data.tobytes()
+            await super().capture_frame(frame)
+
+    greeting = settings.greeting
+    assert piper.remembered_frames("A sentence nobody set as a greeting.") is None
+    models = LocalModels(vad=EnergyVAD(), stt=FakeSTT([]), llm=FakeLLM(lambda ctx: "Fine."), tts=piper)  # type: ignore[arg-type]
+    chosen = SessionModels(stt=models.stt, llm=models.llm, tts=piper, providers={})
+    session = build_session(settings, models, chosen, Call(settings))
+    out = Recorder()
+    session.input.audio = None
+    session.output.audio = out
+    await session.start(ParleyAgent(settings))
+    try:
+        for _ in range(200):  # bounded: until the greeting has been played
+            if session.history.items and session.current_speech is None:
+                break
+            await asyncio.sleep(0.05)
+        said = [i.text_content for i in session.history.items if i.type == "message" and i.role == "assistant"]
+        assert said == [greeting]
+        assert bytes(out.pcm) == piper.remembered(greeting)
+        assert rms(np.frombuffer(bytes(out.pcm), dtype=np.int16)) > 1000
+    finally:
+        await session.aclose()
+        await out.aclose()
+
+
 async def converse(model, *user_turns: str) -> list[str]:
     """One conversation, turn by turn: each reply goes back into the history as the agent's."""
     ctx = llm.ChatContext()

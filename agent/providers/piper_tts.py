@@ -17,8 +17,9 @@ Every piece starts at its first sound: Piper opens an utterance with 40-70 ms of
 silence, which the caller would hear as latency (`trim_lead`).
 
 Fixed phrases (the greetings) are synthesized once when the voice loads and played
-from memory: the greeting's first audio then costs no synthesis at the moment a call
-starts, when the CPU is busiest (connecting, and the pool loading a replacement process).
+from memory (`remembered_frames`, given to `session.say` as its audio): the greeting's
+first audio then costs no synthesis at the moment a call starts, when the CPU is busiest
+(connecting, and the pool loading a replacement process).
 """
 
 from __future__ import annotations
@@ -30,15 +31,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from livekit import rtc
 from livekit.agents import tokenize, tts
 from livekit.agents.tokenize import TokenData
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.utils import shortuuid
+from livekit.agents.utils.audio import AudioByteStream
 
 logger = logging.getLogger("parley.tts")
 
@@ -146,6 +149,16 @@ class PiperTTS(tts.TTS):
         """The audio of a phrase synthesized at load time, if `text` is one."""
         return self._cache.get(_key(text))
 
+    def remembered_frames(self, text: str) -> AsyncIterator[rtc.AudioFrame] | None:
+        """A remembered phrase as frames for `session.say(text, audio=...)`, else None.
+
+        Through the TTS node the phrase arrives in pieces (the session's text transforms
+        hold back its last character), so the first piece would be synthesized, not found:
+        ~0.15 s of a busy core while the call starts. Passed as audio it is not synthesized."""
+        if (pcm := self.remembered(text)) is None:
+            return None
+        return _frames(pcm, self.sample_rate)
+
     def iter_pcm(self, text: str) -> Iterator[bytes]:
         if (cached := self._cache.get(_key(text))) is not None:
             return iter((cached,))
@@ -166,6 +179,16 @@ class PiperTTS(tts.TTS):
 
     def stream(self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> tts.SynthesizeStream:
         return self._adapter.stream(conn_options=conn_options)
+
+
+async def _frames(pcm: bytes, sample_rate: int) -> AsyncIterator[rtc.AudioFrame]:
+    chunk = AudioByteStream(sample_rate, 1, samples_per_channel=sample_rate // 50)  # 20 ms
+    for frame in (*chunk.push(pcm), *chunk.flush()):
+        yield frame
+        # One frame per loop turn: handed over all at once, the seconds of a phrase would be
+        # analysed in one go by the transcript synchronizer (speaking rate, ~0.13 s on this
+        # loop) before the first frame reaches the room.
+        await asyncio.sleep(0)
 
 
 class _PiperPieces(tts.TTS):
