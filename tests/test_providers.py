@@ -126,6 +126,19 @@ async def test_piper_speaks(piper):
     assert rms(pcm) > 1000  # real speech energy, not silence
 
 
+def test_piper_leaves_the_cpu_alone_between_pieces(piper):
+    """onnxruntime's default threads busy-wait after each run (~150 ms of a core per piece here),
+    which is the time the LLM writes the next piece in. CPU this process burns while idle
+    right after a synthesis; the lowest of three tries, so another thread's burst can't fail it."""
+    idle = []
+    for _ in range(3):
+        piper.synthesize_pcm("The capital of France is Paris.")
+        c0 = time.process_time()
+        time.sleep(0.3)
+        idle.append(time.process_time() - c0)
+    assert min(idle) < 0.04, idle
+
+
 async def test_piper_streams_sentence_by_sentence(piper):
     """Through the framework's StreamAdapter, the first sentence plays before the rest exists."""
     adapter = tts_mod.StreamAdapter(tts=piper, sentence_tokenizer=tokenize.blingfire.SentenceTokenizer())
