@@ -28,11 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# First, before numpy loads: the package sets the native libraries' thread settings.
+import agent  # noqa: E402, F401
+
+# isort: split
+import numpy as np  # noqa: E402
 from livekit.agents import llm  # noqa: E402
 
 from agent import models  # noqa: E402

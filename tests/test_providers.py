@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -14,6 +19,7 @@ from livekit.agents import tts as tts_mod
 from agent.providers import local_llm, local_stt, local_tts
 from agent.settings import Settings
 from harness.audio import read_wav, rms
+from harness.devstack import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +54,48 @@ async def test_whisper_transcribes_fixtures(whisper, fixtures, manifest, name):
     expected = [w.strip("?,.").lower() for w in manifest[name]["text"].split()]
     hits = sum(w in text for w in expected)
     assert hits >= len(expected) * 0.7, (text, expected)
+
+
+_IDLE_AFTER_RECOGNITION = """
+import json, sys, time
+import agent  # first, as every process of ours does
+from agent.audio import resample
+from agent.providers import local_stt
+from agent.settings import Settings
+from harness.audio import read_wav
+import numpy as np
+whisper = local_stt(Settings.load())
+clip = read_wav(sys.argv[1])
+audio = resample(clip.pcm, clip.sample_rate, 16000).astype(np.float32) / 32768.0
+idle = []
+for _ in range(5):
+    text = whisper.transcribe(audio, "en").text
+    c0 = time.process_time()
+    time.sleep(0.3)
+    idle.append(time.process_time() - c0)
+print(json.dumps({"text": text, "idle": idle}))
+"""
+
+
+def _idle_after_recognition(clip, **env: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", _IDLE_AFTER_RECOGNITION, str(clip)], env={**base, **env},
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_whisper_leaves_the_cpu_alone_after_a_turn(fixtures):
+    """Idle native threads busy-wait after a recognition unless told not to (agent/__init__.py):
+    numpy's OpenBLAS threads (faster-whisper's mel features) and CTranslate2's OpenMP threads,
+    25-50 ms of CPU each time here, taken from the LLM that starts on the transcript. A fresh
+    process that imports `agent` first, as the worker and its job processes do; the median
+    of five tries (quiet: ~0.06 ms each), so one burst of another thread can't fail it. The
+    same check with spinning threads asked for shows it can fail."""
+    quiet = _idle_after_recognition(fixtures / "capital_france.wav")
+    assert "france" in quiet["text"].lower()
+    assert statistics.median(quiet["idle"]) < 0.005, quiet
+    busy = _idle_after_recognition(fixtures / "capital_france.wav", OPENBLAS_NUM_THREADS="2", OMP_WAIT_POLICY="ACTIVE")
+    assert statistics.median(busy["idle"]) > 0.02, busy
 
 
 @pytest.mark.parametrize("name", ["silence_5s.wav", "pink_noise_5s.wav"])
