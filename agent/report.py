@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import AgentSession, MetricsCollectedEvent, llm, metrics
+from livekit.agents import AgentSession, llm, metrics
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from . import metrics as parley_metrics
@@ -86,12 +86,15 @@ class TurnTracker:
     _seq: dict[int, int] = field(default_factory=dict)  # id(turn) -> the caller's turn number
 
     def attach(self, session: AgentSession) -> None:
-        session.on("metrics_collected", self._on_metrics)
+        # The recognizer's own metrics, not the session's deprecated "metrics_collected" (which
+        # logs a deprecation warning for every call); a realtime session has no recognizer.
+        if session.stt is not None:
+            session.stt.on("metrics_collected", self._on_metrics)
         session.on("conversation_item_added", self._on_item)
 
-    def _on_metrics(self, ev: MetricsCollectedEvent) -> None:
-        if isinstance(ev.metrics, metrics.STTMetrics) and ev.metrics.audio_duration > 0:
-            self._last_stt_s = ev.metrics.duration
+    def _on_metrics(self, m: metrics.STTMetrics) -> None:
+        if isinstance(m, metrics.STTMetrics) and m.audio_duration > 0:
+            self._last_stt_s = m.duration
 
     def _on_item(self, ev: ConversationItemAddedEvent) -> None:
         item = ev.item
