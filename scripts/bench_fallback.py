@@ -20,6 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# First, before numpy loads: the package sets the native libraries' thread settings.
+import agent  # noqa: E402, F401
+
+# isort: split
 from livekit.agents import llm  # noqa: E402
 
 from agent.providers import LocalModels, select_models  # noqa: E402

@@ -108,6 +108,9 @@ def pct(xs: list[float], q: float) -> float:
 def bench_models(limit: int, work: Path, llm_model: str = "qwen2.5-1.5b") -> dict:
     """Candidates per step: Whisper beam 1 vs 5 (transcript exact match), es->en by Whisper's
     translate task vs the text model, en->es by the text model vs Whisper forced to Spanish."""
+    import agent  # noqa: F401  (before numpy: it sets the native libraries' thread settings)
+
+    # isort: split
     import numpy as np
 
     from agent import models
