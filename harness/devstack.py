@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import secrets
 import signal
@@ -32,8 +33,38 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_handed_out: set[tuple[int, int]] = set()
+_rng = random.Random()
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
+    """A port nobody holds, below the kernel's ephemeral range.
+
+    A port from bind(0) comes out of the range the kernel also gives outgoing connections,
+    so in the seconds before the process it is meant for binds it, a connection to
+    livekit-server could take it (seen in CI: 'metrics port ... is already in use').
+    Ports below that range are only ever taken by a bind; never hand one out twice.
+    """
+    for _ in range(1000):
+        port = _rng.randrange(20000, max(_EPHEMERAL_LOW, 20001))
+        if (kind, port) in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _handed_out.add((kind, port))
+        return port
+    with socket.socket(socket.AF_INET, kind) as s:  # a crowded machine: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -171,9 +202,10 @@ class Worker:
         if not wait:
             return self
         if not self.proc.wait_log(r"registered worker", timeout):
-            log = self.proc.log()
+            log, rc = self.proc.log(), self.proc.popen.poll()
             self.proc.stop(signal.SIGKILL)
-            raise RuntimeError(f"worker did not register within {timeout}s:\n{log[-4000:]}")
+            why = f"exited (rc {rc})" if rc is not None else f"did not register within {timeout}s"
+            raise RuntimeError(f"worker {why}:\n{log[-4000:]}")
         # A call is only as fast as the idle job process that takes it: wait until one is warm.
         self.proc.wait_log(r"local models ready", timeout)
         return self
