@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.providers.piper_tts import MAX_WORDS, MIN_WORDS, FirstClauseTokenizer
+from agent.providers.piper_tts import MAX_WORDS, MIN_WORDS, FirstClauseTokenizer, spoken
 
 
 async def tokens(pushes: list[str], whole: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
@@ -69,3 +69,41 @@ async def test_a_sentence_without_commas_is_cut_after_max_words():
 async def test_a_title_before_a_name_does_not_end_a_piece():
     early, _ = await tokens(["Yes, ", "you can see Dr. Smith tomorrow at ten. ", "Bring"])
     assert early == ["Yes,", " you can see Dr. Smith tomorrow at ten."]
+
+
+async def test_a_sentence_end_leaves_without_waiting_for_the_next_token():
+    early, _ = await tokens(["My", " name", " is", " Parley", "."])
+    assert early == ["My name is Parley."]
+    early, _ = await tokens(["Is", " that", " all", "?"])
+    assert early == ["Is that all?"]
+
+
+async def test_a_dot_after_a_digit_waits_for_the_next_token():
+    early, every = await tokens(["It", " is", " 3", "."])
+    assert early == []
+    _, every = await tokens(["It", " is", " 3", ".", "5", " degrees", "."])
+    assert every == ["It is 3.5 degrees."]
+
+
+async def test_a_long_first_clause_is_cut_before_a_phrase_opener():
+    early, every = await tokens(["The", " capital", " of", " Canada", " is", " Ott"])
+    assert early == ["The capital of Canada"]
+    _, every = await tokens(["The", " capital", " of", " Canada", " is", " Ottawa", "."])
+    assert every == ["The capital of Canada", " is Ottawa."]
+    # Not before the phrase has its words ("The capital | of"), nor at an opener still
+    # being written ("is" may become "island").
+    early, _ = await tokens(["The", " capital", " of"])
+    assert early == []
+    early, _ = await tokens(["The", " capital", " of", " Canada", " is"])
+    assert early == []
+
+
+async def test_only_the_first_piece_is_cut_at_a_phrase():
+    _, every = await tokens(["Sure", ".", " The", " capital", " of", " Canada", " is", " Ottawa", ".", " Bye"])
+    assert every == ["Sure.", " The capital of Canada is Ottawa.", " Bye"]
+
+
+def test_a_piece_cut_before_its_punctuation_is_spoken_as_the_start_of_a_sentence():
+    assert spoken("The capital of Canada") == "The capital of Canada,"
+    assert spoken("is Ottawa.") == "is Ottawa."
+    assert spoken("Really?") == "Really?"
