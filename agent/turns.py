@@ -20,6 +20,7 @@ Pure functions on strings: no models, nothing to load (tests/test_turns.py).
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Literal
 
@@ -63,6 +64,12 @@ _QUESTION_START = frozenset("""
     will should shall may might have has had
 """.split())
 
+# Discourse markers that open an utterance without changing what it is: "and what is two
+# plus two." asks as "what is two plus two." does.
+_OPENERS = frozenset("""
+    and so but okay ok well um uh er erm hmm oh now then also right alright hey anyway actually
+""".split())
+
 _TRAILING_OPEN = ("...", "…", ",", ";", ":", "-", "–", "—")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 
@@ -97,8 +104,9 @@ def transcript_verdict(text: str) -> Verdict:
         return "open"  # "could you please" ... do what
     if t.endswith("?"):
         return "complete"
-    asks = bool(sentence) and (sentence[0] in _QUESTION_START or sentence[0] in _REQUEST_VERBS)
-    if asks and len(sentence) >= 4 and last not in _QUESTION_START:
+    core = list(itertools.dropwhile(lambda w: w in _OPENERS, sentence))
+    asks = bool(core) and (core[0] in _QUESTION_START or core[0] in _REQUEST_VERBS)
+    if asks and len(core) >= 4 and last not in _QUESTION_START:
         # Whisper writes some finished questions and requests with a full stop or with
         # nothing: one that has a verb, an object and no dangling last word is answerable.
         return "complete"
@@ -106,7 +114,7 @@ def transcript_verdict(text: str) -> Verdict:
         # Whisper leaves a phrase it heard as unfinished without a full stop.
         return "open"
     joined = " ".join(sentence)
-    if sentence and (sentence[0] in _REQUEST_VERBS or "please" in sentence):
+    if core and (core[0] in _REQUEST_VERBS or "please" in sentence):
         return "complete"
     if any(joined == c or joined.endswith(" " + c) for c in _CLOSERS):
         return "complete"

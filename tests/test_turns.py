@@ -39,6 +39,9 @@ from tests.fakes.turns import EnergyVAD, Playout, ScriptedMic
     "which bus goes to the airport.",  # ... or with a full stop
     "What is 12 plus 30?",             # Whisper writes numbers as digits
     "count from 1 to 4",
+    "and what is 2 plus 2.",           # a discourse marker first does not make it a statement
+    "Okay, so which bus goes to the airport.",
+    "So, um, count from one to five.",
 ])
 def test_questions_and_requests_are_complete(text: str) -> None:
     assert transcript_verdict(text) == "complete"
