@@ -342,7 +342,35 @@ async def test_llama_next_turn_evaluates_only_what_is_new(llama):
     # llama.cpp's own counter: only the new turn's tokens were evaluated (a few framing tokens
     # plus "And which one is the largest?"), not the history.
     assert second.evaluated_tokens <= second.prompt_tokens - second.reused_tokens + 1 < 30, second
-    assert cached_after_turn1[: second.reused_tokens] == llama.cached_tokens[: second.reused_tokens]
+    assert cached_after_turn1 == llama.cached_tokens[: len(cached_after_turn1)]
+
+
+async def test_llama_evaluates_the_next_turns_framing_while_the_reply_is_spoken(llama):
+    """After a finished reply, the reply's end and the caller's header are already in the KV cache."""
+    ctx = llm.ChatContext()
+    ctx.add_message(role="system", content=Settings.load().instructions)
+    ctx.add_message(role="user", content="Which ocean is the largest?")
+    reply = ""
+    async with llama.chat(chat_ctx=ctx) as stream:
+        async for chunk in stream:
+            if chunk.delta and chunk.delta.content:
+                reply += chunk.delta.content
+    first = llama.last_stats
+    assert first.finished and not first.skill, first
+    framing = llama._format.footer() + llama._format.header("user")
+    deadline = time.monotonic() + 10
+    while llama.cached_tokens[-len(framing):] != framing:
+        assert time.monotonic() < deadline, "the next turn's framing was not evaluated after the reply"
+        await asyncio.sleep(0.02)
+    cached = llama.cached_tokens
+    assert len(cached) == first.prompt_tokens + first.completion_tokens + len(framing)
+    ctx.add_message(role="assistant", content=reply)
+    ctx.add_message(role="user", content="And the smallest?")
+    async with llama.chat(chat_ctx=ctx) as stream:
+        async for _ in stream:
+            pass
+    second = llama.last_stats
+    assert second.reused_tokens == len(cached), (second, len(cached))
 
 
 async def test_llama_interrupted_reply_in_history_still_answers(llama):

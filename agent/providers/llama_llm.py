@@ -17,6 +17,9 @@ What keeps the prefix stable:
   only costs re-evaluating that reply;
 - old turns are dropped in blocks, only when the context would overflow, so the
   prefix changes once per block rather than every turn.
+After a reply the model ended itself, the framing the next prompt must go on with (the
+reply's end and the caller's header) is evaluated while the caller listens
+(`prefill_next_turn`), so the next turn's first token waits only for the caller's words.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class GenerationStats:
     ttft_s: float = 0.0
     total_s: float = 0.0
     skill: str = ""  # name of the skill that answered, if one did
+    finished: bool = False  # the model ended the reply itself (not stopped, not cut at max_tokens)
 
 
 class ChatFormat:
@@ -149,6 +153,7 @@ class LlamaLLM(llm.LLM):
         # Replies this model generated, by their text: the history carries text, the cache holds tokens.
         self._replies: OrderedDict[str, list[int]] = OrderedDict()
         self._fact_notes: OrderedDict[str, str] = OrderedDict()
+        self._prefill_at = -1  # cache length right after a finished reply, until the next run
         self.last_stats = GenerationStats()
         warm = [{"role": "system", "content": opts.warmup_system}] if opts.warmup_system else []
         self.generate(self.prompt_tokens([*warm, {"role": "user", "content": "Hello"}]), lambda _t: None,
@@ -308,6 +313,7 @@ class LlamaLLM(llm.LLM):
                     stats.evaluated_tokens = (after[0] - before[0]) if after and before else (
                         len(tokens) - stats.reused_tokens)
                 if token in self._format.stop_ids:
+                    stats.finished = not stop.is_set()
                     break
                 generated.append(token)
                 piece = decoder.decode(self._llama.detokenize([token]))
@@ -317,6 +323,7 @@ class LlamaLLM(llm.LLM):
                 if stop.is_set() or len(generated) >= limit:
                     break
             stats.completion_tokens = len(generated)
+            self._prefill_at = self._llama.n_tokens if stats.finished else -1
         stats.total_s = time.perf_counter() - t0
         reply = text.strip()
         if reply and not stop.is_set():
@@ -327,6 +334,36 @@ class LlamaLLM(llm.LLM):
                 self._replies.popitem(last=False)
         self.last_stats = stats
         return stats
+
+    def prefill_next_turn(self) -> int:
+        """Evaluate the tokens every next prompt continues a finished reply with; returns how many.
+
+        The next prompt is `... reply <|im_end|>\n<|im_start|>user\n <caller's words> ...`: the
+        five framing tokens after the reply do not depend on the caller, so they are evaluated
+        now, while the reply is spoken, and not on the next turn's time to first token. Only
+        when nothing ran since that reply; a next prompt that goes on differently (an
+        interrupted reply kept as spoken) just re-evaluates from where it differs.
+        """
+        if not self._format.chatml:
+            return 0
+        framing = self._format.footer() + self._format.header("user")
+        with self._lock:
+            if self._prefill_at < 0 or self._llama.n_tokens != self._prefill_at:
+                return 0
+            self._prefill_at = -1
+            if self._llama.n_tokens + len(framing) + self._opts.max_tokens >= self._opts.n_ctx:
+                return 0  # the next prompt is trimmed anyway
+            self._llama.eval(framing)
+            self._synchronize()  # so llama.cpp counts these tokens now, not in the next turn's figures
+        return len(framing)
+
+    def _synchronize(self) -> None:
+        try:
+            import llama_cpp
+
+            llama_cpp.llama_synchronize(self._llama._ctx.ctx)
+        except Exception:  # perf counters are optional in llama.cpp builds
+            pass
 
 
 class LlamaStream(llm.LLMStream):
@@ -392,5 +429,14 @@ class LlamaStream(llm.LLMStream):
                     ),
                 )
             )
+            if stats.finished:
+                # After the stream has ended: TTS and the framework do not wait for it.
+                loop.run_in_executor(None, self._prefill)
         finally:
             stop.set()  # interrupted or done: free the model for the next turn
+
+    def _prefill(self) -> None:
+        try:
+            self._llama_llm.prefill_next_turn()
+        except Exception as e:  # an optimisation: the next turn evaluates the framing itself
+            logger.warning("prefill of the next turn failed: %s", e)
