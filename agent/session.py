@@ -12,6 +12,7 @@ from .assistant import ParleyAgent
 from .barge_in import filtered_stt
 from .callstate import Call
 from .providers import LocalModels, SessionModels, build_turn_detector
+from .providers.llama_llm import LlamaLLM
 from .providers.realtime import fail_over_to_local
 from .settings import Settings
 
@@ -97,6 +98,8 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
     )
     holder.append(session)
     turn_detector.observe(session)
+    if isinstance(chosen.llm, LlamaLLM):
+        chosen.llm.observe(session)  # the next turn's framing, evaluated while the caller listens
     return session
 
 

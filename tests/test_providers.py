@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents import llm, tokenize
+from livekit.agents import AgentStateChangedEvent, llm, tokenize
 from livekit.agents import tts as tts_mod
 
 from agent.providers import local_llm, local_stt, local_tts
@@ -345,8 +345,11 @@ async def test_llama_next_turn_evaluates_only_what_is_new(llama):
     assert cached_after_turn1 == llama.cached_tokens[: len(cached_after_turn1)]
 
 
-async def test_llama_evaluates_the_next_turns_framing_while_the_reply_is_spoken(llama):
-    """After a finished reply, the reply's end and the caller's header are already in the KV cache."""
+async def test_llama_evaluates_the_next_turns_framing_once_the_reply_is_spoken(llama):
+    """Once the agent has spoken a finished reply, the reply's end and the caller's header are
+    already in the KV cache when the caller's next turn comes."""
+    session = rtc.EventEmitter()  # what LlamaLLM.observe needs of an AgentSession: its events
+    llama.observe(session)
     ctx = llm.ChatContext()
     ctx.add_message(role="system", content=Settings.load().instructions)
     ctx.add_message(role="user", content="Which ocean is the largest?")
@@ -358,6 +361,7 @@ async def test_llama_evaluates_the_next_turns_framing_while_the_reply_is_spoken(
     first = llama.last_stats
     assert first.finished and not first.skill, first
     framing = llama._format.footer() + llama._format.header("user")
+    session.emit("agent_state_changed", AgentStateChangedEvent(old_state="speaking", new_state="listening"))
     deadline = time.monotonic() + 10
     while llama.cached_tokens[-len(framing):] != framing:
         assert time.monotonic() < deadline, "the next turn's framing was not evaluated after the reply"
