@@ -11,8 +11,7 @@ from livekit.agents import AgentSession, llm
 from .assistant import ParleyAgent
 from .barge_in import filtered_stt
 from .callstate import Call
-from .providers import LocalModels, SessionModels, build_turn_detector
-from .providers.llama_llm import LlamaLLM
+from .providers import LlamaLLM, LocalModels, SessionModels, build_turn_detector
 from .providers.realtime import fail_over_to_local
 from .settings import Settings
 
@@ -99,7 +98,7 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
     holder.append(session)
     turn_detector.observe(session)
     if isinstance(chosen.llm, LlamaLLM):
-        chosen.llm.observe(session)  # the next turn's framing, evaluated while the caller listens
+        chosen.llm.observe(session)  # the next turn's framing, evaluated once the reply is spoken
     return session
 
 

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import llm
+from livekit import rtc
+from livekit.agents import AgentStateChangedEvent, llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import shortuuid
 
@@ -357,7 +358,7 @@ class LlamaLLM(llm.LLM):
             self._synchronize()  # so llama.cpp counts these tokens now, not in the next turn's figures
         return len(framing)
 
-    def observe(self, session: Any) -> None:
+    def observe(self, session: rtc.EventEmitter[Any]) -> None:
         """Evaluate the next turn's framing once `session`'s agent has finished speaking.
 
         Not as soon as the reply is written: a short reply is written before Piper has made
@@ -366,7 +367,7 @@ class LlamaLLM(llm.LLM):
         Once the agent listens, the caller is still to speak and the cores are idle.
         """
 
-        def on_state(ev: Any) -> None:
+        def on_state(ev: AgentStateChangedEvent) -> None:
             if ev.new_state == "listening" and ev.old_state == "speaking":
                 asyncio.get_running_loop().run_in_executor(None, self._prefill)
 
