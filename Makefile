@@ -16,12 +16,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# llama-cpp-python builds from source once (~5 min on 2 cores) for a portable CPU
-# baseline; the wheel is kept in ~/.cache/parley/wheels for every later install.
+# llama-cpp-python builds from source once (~5 min on 2 cores) for this machine's CPU level
+# (scripts/build-llama-wheel.sh); the wheel is kept in ~/.cache/parley/wheels for every later
+# install. pip keeps an installed llama-cpp-python of the same version, so a wheel of another
+# level (another folder) is put in explicitly.
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt scripts/build-llama-wheel.sh
 	@echo "==> installing Python dependencies (pinned by constraints.txt)"
-	$(BIN)/pip install --progress-bar off -c constraints.txt \
-		--find-links "$$(bash scripts/build-llama-wheel.sh $(BIN)/pip)" -e '.[dev]'
+	wheels="$$(bash scripts/build-llama-wheel.sh $(BIN)/pip)" \
+	&& $(BIN)/pip install --progress-bar off -c constraints.txt --find-links "$$wheels" -e '.[dev]' \
+	&& if [ "$$(cat $(VENV)/.parley-llama-wheels 2>/dev/null)" != "$$wheels" ]; then \
+		$(BIN)/pip install -q --no-deps --force-reinstall "$$wheels"/llama_cpp_python-*.whl \
+		&& echo "$$wheels" > $(VENV)/.parley-llama-wheels; fi
 	@touch $(STAMP)
 
 $(BIN)/livekit-server: scripts/install-livekit-server.sh | $(BIN)/python

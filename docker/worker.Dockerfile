@@ -7,13 +7,15 @@
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-# A C/C++ toolchain for llama-cpp-python, which we compile for a portable CPU baseline.
+# A C/C++ toolchain for llama-cpp-python, which we compile for a portable CPU baseline
+# (x86-64-v3: the image runs on whatever node the scheduler picks).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PARLEY_WHEEL_DIR=/wheels
+    PARLEY_WHEEL_DIR=/wheels \
+    PARLEY_LLAMA_CPU=x86-64-v3
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
