@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -228,6 +229,39 @@ async def test_piper_stream_speaks_the_first_clause_before_the_sentence_ends(pip
     await stream.aclose()
     pcm = np.concatenate([np.frombuffer(f.data, dtype=np.int16) for f in audio])
     assert len(pcm) / piper.sample_rate > 1.0 and rms(pcm) > 1000
+
+
+async def test_llama_waits_while_piper_synthesizes(llama, piper):
+    """On 2 cores the LLM writing on slows the piece the caller is waiting for (agent/priority.py):
+    while Piper synthesizes, no token is evaluated but the one already under way."""
+    loop = asyncio.get_running_loop()
+    tokens: list[float] = []
+    arrived = asyncio.Event()
+    stop = threading.Event()
+
+    def on_token(_: str) -> None:
+        tokens.append(time.perf_counter())
+        loop.call_soon_threadsafe(arrived.set)
+
+    async def until(done) -> None:
+        while not done():
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 30)
+
+    messages = [{"role": "user", "content": "Tell me a long story about a dragon who loves the sea."}]
+    generation = loop.run_in_executor(None, lambda: llama.generate(messages, on_token, stop, max_tokens=200))
+    try:
+        await until(lambda: len(tokens) >= 3)
+        t0 = time.perf_counter()
+        frames = [a.frame async for a in piper.synthesize("The dragon flew over the mountains and the quiet valley.")]
+        t1 = time.perf_counter()
+        await until(lambda: any(t > t1 for t in tokens))  # and it writes on afterwards
+    finally:
+        stop.set()
+        await generation
+    during = [t for t in tokens if t0 < t < t1]
+    assert sum(f.duration for f in frames) > 1.0
+    assert len(during) <= 1, (len(during), round(t1 - t0, 3))
 
 
 def test_piper_phrases_are_made_once_per_machine(piper, tmp_path):

@@ -41,6 +41,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConn
 from livekit.agents.utils import shortuuid
 
 from .. import skills
+from ..priority import VOICE_FIRST
 
 logger = logging.getLogger("parley.llm")
 
@@ -323,6 +324,7 @@ class LlamaLLM(llm.LLM):
                     on_token(piece)
                 if stop.is_set() or len(generated) >= limit:
                     break
+                VOICE_FIRST.wait()  # the next token is evaluated once Piper has the cores back
             stats.completion_tokens = len(generated)
             self._prefill_at = self._llama.n_tokens if stats.finished else -1
         stats.total_s = time.perf_counter() - t0

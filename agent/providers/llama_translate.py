@@ -24,6 +24,8 @@ from livekit.agents import llm
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import shortuuid
 
+from ..priority import VOICE_FIRST
+
 logger = logging.getLogger("parley.interpreter.translate")
 
 LANGUAGE_NAMES = {"en": "English", "es": "Spanish", "fr": "French", "de": "German", "it": "Italian",
@@ -136,6 +138,7 @@ class LlamaTranslator:
                 delta = chunk["choices"][0]["delta"].get("content") or ""
                 for piece in (cleaner.feed(delta) if delta else ()):
                     out(piece)
+                VOICE_FIRST.wait()  # the translation's voice first (Piper; espeak-ng never holds it)
         for piece in cleaner.finish():
             out(piece)
         reply = cleaner.text

@@ -53,6 +53,8 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.utils import shortuuid
 from livekit.agents.utils.audio import AudioByteStream
 
+from ..priority import VOICE_FIRST
+
 if TYPE_CHECKING:
     from piper import PiperVoice
 
@@ -391,8 +393,13 @@ class PiperChunkedStream(tts.ChunkedStream):
             return
         loop = asyncio.get_running_loop()
         chunks = self._piper.iter_pcm(self._input_text)
-        sentinel = b""
         # Piper yields one chunk per sentence it finds; push each as soon as it exists.
-        while chunk := await loop.run_in_executor(None, next, chunks, sentinel):
+        while chunk := await loop.run_in_executor(None, _next_chunk, chunks):
             output_emitter.push(chunk)
         output_emitter.flush()
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes:
+    """The next chunk of a piece (b"" at its end), the LLM of this process held meanwhile."""
+    with VOICE_FIRST.speaking():
+        return next(chunks, b"")
