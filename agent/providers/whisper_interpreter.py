@@ -39,7 +39,7 @@ FRAMES_PER_SECOND = 100
 class InterpreterSTTOptions:
     model_path: Path
     languages: tuple[str, str] = ("en", "es")
-    cpu_threads: int = 2
+    cpu_threads: int = 1  # as agent/providers/whisper_stt.py WhisperOptions: faster beside other work
     # Beam search: fewer misheard words on synthetic and phone speech (scripts/bench_interpreter.py).
     beam_size: int = 5
     windows_s: tuple[float, ...] = (6.0, 10.0, 15.0, 20.0, 30.0)

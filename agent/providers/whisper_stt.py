@@ -44,7 +44,12 @@ class WhisperOptions:
     # Measured on the question set (scripts/bench_models.py), base on the 10 s window: beam 5
     # cuts the word error rate from 0.29 to 0.23 for ~45 ms more per turn (tiny.en: 0.27 -> 0.25).
     beam_size: int = 5
-    cpu_threads: int = 2
+    # One CTranslate2 thread: Whisper's matrices are small, so a second thread's hand-offs cost
+    # more than it computes, and beside other work (the call's audio, the caller) every step
+    # waits for the slower thread. Ten question clips on 2 cores, 1 vs 2 threads: tiny.en 121 vs
+    # 138 ms alone, 120 vs 160 ms beside a thread busy 30 % of the time, 136 vs 201 ms at 60 %;
+    # base 232 vs 231 ms alone, 245 vs 286 ms at 30 %. In calls Whisper took 200-250 ms with 2.
+    cpu_threads: int = 1
     # Encoder window sizes (seconds) for the short path: the smallest one that holds the speech
     # plus `window_margin_s` is used; longer speech takes the 30 s path. Measured on the question
     # set (scripts/bench_models.py): a 10 s window keeps the 30 s path's word error rate at a
