@@ -70,10 +70,6 @@ class VoiceFirst:
         self._quiet = threading.Event()
         self._quiet.set()
 
-    @property
-    def busy(self) -> bool:
-        return not self._quiet.is_set()
-
     @contextlib.contextmanager
     def speaking(self) -> Iterator[None]:
         """Around one blocking step of speech synthesis (any thread)."""
