@@ -6,7 +6,8 @@
 #   avx512-vnni  x86-64-v3 plus AVX512 F/CD/BW/DQ/VL, VNNI, BF16 and VBMI (Ice Lake, Zen 4 and
 #                later): prompt evaluation ~30 % faster on a 2-core Zen 4 (Qwen2.5 0.5B, 20 tokens:
 #                158-182 -> 112-124 ms; 1.5B: 448 -> 334 ms), token generation unchanged;
-#   auto         avx512-vnni when /proc/cpuinfo lists all of those, x86-64-v3 otherwise.
+#   auto         avx512-vnni when /proc/cpuinfo lists all of those, x86-64-v3 otherwise
+#                (PARLEY_CPUINFO names another file to read: tests/test_install.py).
 # Never -march=native: it can emit instructions (AMX, AVX512-FP16) that a VM advertises but
 # faults on. Each level has its own folder, so a wheel is never reused on a CPU it was not
 # chosen for.
