@@ -90,11 +90,14 @@ async def test_a_long_first_clause_is_cut_before_a_phrase_opener():
     assert early == ["The capital of Canada"]
     _, every = await tokens(["The", " capital", " of", " Canada", " is", " Ottawa", "."])
     assert every == ["The capital of Canada", " is Ottawa."]
-    # Not before the phrase has its words ("The capital | of"), nor at an opener still
-    # being written ("is" may become "island").
+    # As soon as the opener is written: the token after it would only confirm it.
+    early, _ = await tokens(["The", " capital", " of", " Canada", " is"])
+    assert early == ["The capital of Canada"]
+    # Not before the phrase has its words ("The capital | of"), nor at a capitalised word
+    # that may be a name still being written ("Is|abel").
     early, _ = await tokens(["The", " capital", " of"])
     assert early == []
-    early, _ = await tokens(["The", " capital", " of", " Canada", " is"])
+    early, _ = await tokens(["My", " friend", " called", " Is"])
     assert early == []
 
 

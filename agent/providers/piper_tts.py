@@ -263,7 +263,7 @@ _PHRASE_OPENERS = frozenset({
     "between", "into", "than", "and", "but", "or", "because", "so", "which", "that", "who",
     "when", "where", "while", "if",
 })
-_OPENER = re.compile(r"\s+([A-Za-z]+)(?=\s)")
+_OPENER = re.compile(r"\s+([A-Za-z]+)(?=\s|$)")
 _WORD = re.compile(r"[A-Za-z0-9][^\s]*")
 _WORD_THEN_SPACE = re.compile(r"\S+(?=\s)")
 # A period after these does not end a sentence: "Dr. Smith" stays one piece.
@@ -331,9 +331,17 @@ def _pieces(buf: str, *, first: bool, whole: frozenset[str], final: bool) -> tup
 
 
 def _phrase_end(buf: str) -> int | None:
-    """Where a first clause still being written can be cut before a phrase opener."""
+    """Where a first clause still being written can be cut before a phrase opener.
+
+    An opener the text so far ends with counts too, in lower case: the LLM writes "is" as one
+    token, and the next one (~40 ms away) would only confirm it. Were it the start of a
+    longer word ("is|land"), the cut still falls between words, before a noun instead of a
+    verb: a pause in the wrong place, never a word cut in two.
+    """
     for m in _OPENER.finditer(buf):
-        if m.group(1).lower() in _PHRASE_OPENERS and _words(buf[:m.start()]) >= FIRST_PHRASE_MIN_WORDS:
+        word = m.group(1)
+        opener = word in _PHRASE_OPENERS if m.end() == len(buf) else word.lower() in _PHRASE_OPENERS
+        if opener and _words(buf[:m.start()]) >= FIRST_PHRASE_MIN_WORDS:
             return m.start()
     return None
 
