@@ -5,7 +5,7 @@ emits END_OF_SPEECH, that is `min_silence_duration` (0.25 s) after the caller st
 the caller waits for the silence *and then* for Whisper (~0.15-0.3 s on 2 cores).
 
 `SpeculativeSTT` is that adapter with one change: once the pause has lasted `start_after_s`
-(0.1 s) it already recognizes the speech so far. If the caller goes on talking, that result
+(three of the VAD's 32 ms windows, ~0.1 s) it already recognizes the speech so far. If the caller goes on talking, that result
 is dropped (and a later pause starts another); if the VAD then ends the speech, the result
 is the segment's transcript, ready or nearly so. The audio it heard differs from the VAD's
 segment only by the last ~0.15 s of silence. Wasted runs cost CPU while the caller speaks,
@@ -34,7 +34,7 @@ _STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNEC
 
 
 class SpeculativeSTT(stt.StreamAdapter):
-    def __init__(self, *, stt: stt.STT, vad: vad.VAD, start_after_s: float = 0.1,
+    def __init__(self, *, stt: stt.STT, vad: vad.VAD, start_after_s: float = 0.09,
                  gate: Callable[[stt.SpeechEvent], stt.SpeechEvent] = lambda ev: ev) -> None:
         super().__init__(stt=stt, vad=vad)
         self.vad = vad
@@ -85,7 +85,9 @@ class _SpeculativeStream(stt.RecognizeStream):
                     self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
                 elif ev.type == vad.VADEventType.INFERENCE_DONE and speech is not None:
                     speech.extend(ev.frames)
-                    silence = ev.raw_accumulated_silence
+                    # The event counts the silent windows before its own; this one (32 ms) is
+                    # heard too, and the run is dropped below if it held speech.
+                    silence = ev.raw_accumulated_silence + sum(f.duration for f in ev.frames)
                     if early is not None and silence < early_silence:
                         early = None  # the caller spoke again: that result describes a part
                         self._adapter.dropped += 1

@@ -15,7 +15,7 @@ from tests.fakes.turns import FRAME_S, EnergyVAD, _frame
 
 
 class DurationSTT(stt.STT):
-    """Hears how long the audio is (to the 0.1 s), and notes when each run started."""
+    """Hears how long the audio is (to the 10 ms), and notes when each run started."""
 
     def __init__(self) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
@@ -35,7 +35,7 @@ class DurationSTT(stt.STT):
         frame = utils.merge_frames(buffer)
         await asyncio.sleep(0.05)
         return stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[
-            stt.SpeechData(language="en", text=f"{frame.samples_per_channel / frame.sample_rate:.1f}")])
+            stt.SpeechData(language="en", text=f"{frame.samples_per_channel / frame.sample_rate:.2f}")])
 
 
 def frames(script: list[tuple[str, float]]) -> list[rtc.AudioFrame]:
@@ -75,6 +75,16 @@ async def test_recognition_starts_before_the_end_of_speech_and_is_used():
     assert 1.0 <= float(final.alternatives[0].text) < 1.2, final
     assert len(inner.started) == 1
     assert (adapter.used, adapter.dropped) == (1, 0)
+
+
+async def test_recognition_starts_a_tenth_of_a_second_into_the_pause():
+    # The VAD's events count the silent windows before their own: read as the pause's
+    # length, the run would start a window late (0.16 s into the pause with 32 ms windows).
+    inner = DurationSTT()
+    adapter = SpeculativeSTT(stt=inner, vad=EnergyVAD(min_silence=0.25))
+    events = await run(adapter, [("speech", 1.0), ("silence", 0.6)])
+    (_, final), = of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert 1.08 <= float(final.alternatives[0].text) <= 1.10, final
 
 
 async def test_a_run_the_caller_talks_over_is_dropped():

@@ -95,7 +95,10 @@ class WhisperSTT(stt.STT):
             device="cpu",
             compute_type="int8",
             cpu_threads=opts.cpu_threads,
-            num_workers=1,
+            # Two runs at once: a speculative run the caller talked over (agent/speculative_stt.py)
+            # still finishes, and must not hold up the run of the pause that ends the turn. The
+            # replicas share the weights (RSS unchanged).
+            num_workers=2,
         )
         self._multilingual = bool(self._model.model.is_multilingual)
         self._tokenizer_cls = Tokenizer

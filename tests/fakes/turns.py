@@ -77,6 +77,8 @@ class _EnergyStream(vad.VADStream):
             samples += len(pcm)
             loud = float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2))) > 500
             dt = len(pcm) / f.sample_rate
+            # livekit's VAD reports the raw run lengths of the windows before this one
+            before_speech, before_silence = raw_speech, raw_silence
             raw_speech, raw_silence = (raw_speech + dt, 0.0) if loud else (0.0, raw_silence + dt)
             if speaking:
                 seg.append(f)
@@ -90,12 +92,15 @@ class _EnergyStream(vad.VADStream):
                 return vad.VADEvent(type=kind, samples_index=samples, timestamp=time.time(),
                                     speech_duration=speech_dur, silence_duration=raw_silence, **kw)  # type: ignore[arg-type]
 
-            if not speaking and raw_speech >= opts.min_speech:
-                speaking, speech_dur = True, raw_speech
-                self._event_ch.send_nowait(ev(vad.VADEventType.START_OF_SPEECH, speaking=True))
+            # As livekit's VAD: a window's INFERENCE_DONE comes before the START_OF_SPEECH it
+            # causes, whose frames are the segment so far.
             self._event_ch.send_nowait(ev(vad.VADEventType.INFERENCE_DONE, speaking=speaking,
                                           probability=1.0 if loud else 0.0, frames=[f],
-                                          raw_accumulated_speech=raw_speech, raw_accumulated_silence=raw_silence))
+                                          raw_accumulated_speech=before_speech,
+                                          raw_accumulated_silence=before_silence))
+            if not speaking and raw_speech >= opts.min_speech:
+                speaking, speech_dur = True, raw_speech
+                self._event_ch.send_nowait(ev(vad.VADEventType.START_OF_SPEECH, speaking=True, frames=list(seg)))
             if speaking and raw_silence >= opts.min_silence:
                 speaking = False
                 self._event_ch.send_nowait(ev(vad.VADEventType.END_OF_SPEECH, speaking=False, frames=list(seg)))
