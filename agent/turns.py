@@ -100,8 +100,9 @@ def transcript_verdict(text: str) -> Verdict:
     if (last in _PERSONS and len(sentence) >= 2 and sentence[-2] in _DITRANSITIVE
             and sentence[0] not in _WH):
         return "open"  # "can you tell me?" / "tell me." - what, is still to come ("what did I tell you?" is whole)
-    if len(sentence) == 3 and sentence[0] in _QUESTION_START and sentence[1:] == ["you", "please"]:
-        return "open"  # "could you please" ... do what
+    if sentence[-2:] == ["you", "please"]:
+        # "could you please" ... do what; also with its first word misheard ("God, you please.")
+        return "open"
     if t.endswith("?"):
         return "complete"
     core = list(itertools.dropwhile(lambda w: w in _OPENERS, sentence))
