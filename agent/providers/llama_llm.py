@@ -55,8 +55,9 @@ class LlamaOptions:
     n_threads: int = 2  # evaluating a prompt (several tokens a step)
     # Writing the reply, one token a step, on one thread: with OpenMP's passive wait (agent/__init__.py)
     # a second thread costs more in wake-ups at each of the step's barriers than it computes.
-    # Measured on 2 cores, Qwen 0.5B: 31 tokens/s on one thread against 24 on two, and 28
-    # against 18 beside a thread busy 30 % of the time; prompts still evaluate on two.
+    # Measured on 2 cores, Qwen 0.5B (scripts/bench_llama_threads.py): 24-31 tokens/s on one thread
+    # against 23-24 on two, 27-28 against 18-19 beside a thread busy 30 % of the time; prompts
+    # still evaluate on n_threads.
     decode_threads: int = 1
     n_batch: int = 256
     max_tokens: int = 96
