@@ -5,11 +5,11 @@ emits END_OF_SPEECH, that is `min_silence_duration` (0.25 s) after the caller st
 the caller waits for the silence *and then* for Whisper (~0.15-0.3 s on 2 cores).
 
 `SpeculativeSTT` is that adapter with one change: once the pause has lasted `start_after_s`
-(three of the VAD's 32 ms windows, ~0.1 s) it already recognizes the speech so far. If the caller goes on talking, that result
-is dropped (and a later pause starts another); if the VAD then ends the speech, the result
-is the segment's transcript, ready or nearly so. The audio it heard differs from the VAD's
-segment only by the last ~0.15 s of silence. Wasted runs cost CPU while the caller speaks,
-when the agent has little else to do.
+(three of the VAD's 32 ms windows, ~0.1 s) it already recognizes the speech so far. If the
+caller goes on talking, that result is dropped (and a later pause starts another); if the
+VAD then ends the speech, the result is the segment's transcript, ready or nearly so. The
+audio it heard differs from the VAD's segment only by the last ~0.15 s of silence. Wasted
+runs cost CPU while the caller speaks, when the agent has little else to do.
 
 `gate` decides on the final result only (`BackchannelFilter.judge`): a dropped speculative
 run never resumes or interrupts the agent.
