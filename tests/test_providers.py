@@ -157,10 +157,8 @@ async def test_llama_streams_tokens(llama):
 def test_llama_writes_on_one_thread_and_reads_prompts_on_all(llama, settings):
     # Decoding one token a step on two OpenMP threads that sleep between the step's
     # operations was slower than on one (README, session 14); prompts gain from more.
-    import llama_cpp
-
-    ctx = llama._llama._ctx.ctx
-    assert (llama_cpp.llama_n_threads(ctx), llama_cpp.llama_n_threads_batch(ctx)) == (1, settings.llm_threads)
+    params = llama._llama.context_params  # what llama.cpp's context was created with
+    assert (params.n_threads, params.n_threads_batch) == (1, settings.llm_threads)
 
 
 async def test_llama_interrupted_stream_frees_the_model(llama):

@@ -150,7 +150,7 @@ class LlamaLLM(llm.LLM):
         self._llama = Llama(
             model_path=str(opts.model_path),
             n_ctx=opts.n_ctx,
-            n_threads=min(opts.decode_threads, opts.n_threads),
+            n_threads=opts.decode_threads,
             n_threads_batch=opts.n_threads,
             n_batch=opts.n_batch,
             verbose=False,

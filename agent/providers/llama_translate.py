@@ -64,7 +64,7 @@ class LlamaTranslator:
         t0 = time.perf_counter()
         self._opts = opts
         self._llm = Llama(model_path=str(opts.model_path), n_ctx=opts.n_ctx,
-                          n_threads=min(opts.decode_threads, opts.n_threads), n_threads_batch=opts.n_threads,
+                          n_threads=opts.decode_threads, n_threads_batch=opts.n_threads,
                           n_batch=256, verbose=False)
         self._lock = threading.Lock()  # one llama context: one translation at a time
         self.translate("Hello.", "en", "es")  # warm-up: the prefix lands in the KV cache
