@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -332,9 +334,33 @@ def test_spoken_goodbye_hangs_up(sip_stack: SipStack, sip_worker: Worker, sip_re
 def test_transfer_to_operator(sip_stack: SipStack, sip_worker: Worker, sip_reports: Path,
                               out_dir: Path) -> None:
     """Keypad 0: the agent cold-transfers the caller (SIP REFER to the phone), then the call ends."""
+    run, report = _transfer_call(sip_stack, sip_reports, out_dir / "sip" / "transfer", "+15550203")
+    if report["phone"]["transfer"].startswith("failed:") and NO_REFER_RESPONSE in report["phone"]["transfer"]:
+        # LiveKit SIP (sipgo) now and then ends its REFER transaction as if no response had come
+        # although the phone answered 202 at once (seen once in a CI run on a loaded machine, not
+        # reproduced on 6 runs under load). The agent reports that as a failed transfer, rightly;
+        # a second call tells a flake of the SIP server from a transfer that never works.
+        warnings.warn(f"REFER ended without a response, calling again: {report['phone']['transfer']}\n"
+                      f"{_sip_log_lines(sip_stack, 'REFER|refer|transfer|NOTIFY')}", stacklevel=1)
+        assert _wait_rooms_gone(sip_stack, "+15550203") == []
+        run, report = _transfer_call(sip_stack, sip_reports, out_dir / "sip" / "transfer-again", "+15550205")
+    refer = run.message_file.read_text(errors="replace")
+    assert "Refer-To:" in refer and "15550123" in refer.split("Refer-To:", 1)[1].splitlines()[0]
+    assert report["phone"]["dtmf"] == ["0"], report["phone"]
+    assert report["phone"]["transfer"] == f"transferred to {OPERATOR}", (
+        report["phone"], _sip_log_lines(sip_stack, "REFER|refer|transfer|NOTIFY"))
+    assert report["phone"]["ended_by"] == "transfer"
+    assert any("Transferring" in t for t in _texts(report, "assistant"))
+    assert _wait_rooms_gone(sip_stack, report["phone"]["number"]) == []
+
+
+# livekit-sip's wording for a client transaction that ended without any SIP response (pkg/sip/errors.go)
+NO_REFER_RESPONSE = "transaction failed to complete (0 intermediate responses)"
+
+
+def _transfer_call(sip_stack: SipStack, sip_reports: Path, work: Path, caller: str) -> tuple[SippRun, dict]:
+    """One call of uac_transfer.xml from `caller`: the sipp run (checked) and the call's session report."""
     assert sip_stack.sip is not None
-    caller = "+15550203"
-    work = out_dir / "sip" / "transfer"
     work.mkdir(parents=True, exist_ok=True)
     stream_pcap(work / "caller.pcap", Stream(bytes([ULAW_SILENCE]) * RATE * 30, 0.0, 0.0))
     rec = RtpRecorder().start()
@@ -347,14 +373,14 @@ def test_transfer_to_operator(sip_stack: SipStack, sip_worker: Worker, sip_repor
     finally:
         rec.stop()
     assert rc == 0, f"no REFER / BYE from the agent's side\n{run.log_tail()}"
-    refer = run.message_file.read_text(errors="replace")
-    assert "Refer-To:" in refer and "15550123" in refer.split("Refer-To:", 1)[1].splitlines()[0]
-    report = _wait_report(sip_reports, caller, t_start)
-    assert report["phone"]["dtmf"] == ["0"], report["phone"]
-    assert report["phone"]["transfer"] == f"transferred to {OPERATOR}", report["phone"]
-    assert report["phone"]["ended_by"] == "transfer"
-    assert any("Transferring" in t for t in _texts(report, "assistant"))
-    assert _wait_rooms_gone(sip_stack, caller) == []
+    return run, _wait_report(sip_reports, caller, t_start)
+
+
+def _sip_log_lines(sip_stack: SipStack, pattern: str, limit: int = 20) -> str:
+    """The last lines of LiveKit SIP's log matching `pattern`, for a failure message."""
+    assert sip_stack.sip is not None
+    rx = re.compile(pattern)
+    return "\n".join([ln for ln in sip_stack.sip.proc.log().splitlines() if rx.search(ln)][-limit:])
 
 
 def test_outbound_dial(sip_stack: SipStack, sip_worker: Worker, sip_env: dict[str, str], uas_port: int,
