@@ -37,6 +37,7 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import Agent, AgentSession, ModelSettings, llm, room_io, stt, tts
+from livekit.agents.vad import VAD
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from . import compat, models
@@ -50,6 +51,7 @@ from .providers.llama_translate import (
 )
 from .providers.whisper_interpreter import InterpreterSTTOptions, WhisperInterpreterSTT
 from .settings import Settings
+from .speculative_stt import SpeculativeSTT
 
 logger = logging.getLogger("parley.interpreter")
 
@@ -210,15 +212,18 @@ class Rendition:
 class InterpreterAgent(Agent):
     def __init__(self, settings: Settings, loaded: InterpreterModels,
                  speaker_language: Callable[[], str | None] | None = None,
-                 translation_llm: llm.LLM | None = None) -> None:
+                 translation_llm: llm.LLM | None = None, vad: VAD | None = None) -> None:
         """`speaker_language()`: the language the speaker said they speak (their client's
         `parley.language` attribute), used instead of detection; None or "" means detect.
         `translation_llm`: the session's LLM chain (the local translator, or a cloud LLM with the
-        local translator behind it in a FallbackAdapter); default the local translator."""
+        local translator behind it in a FallbackAdapter); default the local translator.
+        `vad`: the session's VAD; with it Whisper starts 0.1 s into each pause instead of when
+        the VAD closes the utterance (agent/speculative_stt.py), as in a conversation."""
+        heard: stt.STT = loaded.stt.for_speaker(speaker_language) if speaker_language is not None else loaded.stt
         super().__init__(
             instructions="Interpreter: translate each utterance into the call's other language.",
             tools=[],
-            stt=loaded.stt.for_speaker(speaker_language) if speaker_language is not None else loaded.stt,
+            stt=SpeculativeSTT(stt=heard, vad=vad) if vad is not None else heard,
             tts=loaded.voices.get("en") or next(iter(loaded.voices.values())),
             # Its tts_node speaks each translation whole: there are no pieces to align to.
             use_tts_aligned_transcript=False,
@@ -494,7 +499,7 @@ class InterpreterRoom:
 
     def agent_for(self, identity: str) -> InterpreterAgent:
         agent = InterpreterAgent(self._settings, self._loaded, lambda: self.declared_language(identity),
-                                 translation_llm=self._translation_llm)
+                                 translation_llm=self._translation_llm, vad=self._vad)
         self._agents[identity] = agent
         return agent
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from livekit.agents import stt
 
 from agent.callstate import Call
 from agent.interpreter import InterpreterAgent, InterpreterModels, clause_cut, guess_language
@@ -205,3 +206,20 @@ async def test_translation_is_spoken_while_it_is_written() -> None:
               and m.extra.get("original")]
     assert [m.text_content for m in agents] == ["[es] Where is the train station, and when does it open?"]
     assert agents[0].extra["first_words_ms"] < agents[0].extra["translate_ms"]
+
+
+async def test_interpreter_recognizes_a_tenth_of_a_second_into_the_pause() -> None:
+    # As in a conversation (agent/speculative_stt.py): Whisper starts early in the pause instead
+    # of once the VAD has closed the utterance, so the transcript is ready ~0.15 s sooner.
+    from tests.fakes.turns import EnergyVAD
+    from tests.test_speculative_stt import DurationSTT, of, run
+
+    heard = DurationSTT()
+    loaded = InterpreterModels(stt=heard, translator=TaggingTranslator(),  # type: ignore[arg-type]
+                               voices={"en": FakeTTS(), "es": FakeTTS()})
+    agent = InterpreterAgent(Settings.load(PARLEY_INTERPRETER="1"), loaded, vad=EnergyVAD(min_silence=0.25))
+    events = await run(agent.stt, [("speech", 1.0), ("silence", 0.6)])  # type: ignore[arg-type]
+    (_, final), = of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
+    # The speech and ~0.1 s of the pause, not the VAD's segment with its 0.25 s of silence.
+    assert 1.08 <= float(final.alternatives[0].text) <= 1.10, final
+    assert len(heard.started) == 1

@@ -71,7 +71,10 @@ class WhisperInterpreterSTT(stt.STT):
         t0 = time.perf_counter()
         self._opts = opts
         self._model = WhisperModel(str(opts.model_path), device="cpu", compute_type="int8",
-                                   cpu_threads=opts.cpu_threads, num_workers=1)
+                                   # Two runs at once, as agent/providers/whisper_stt.py: a run started
+                                   # early in a pause the speaker then talked through must not hold up
+                                   # the run that ends the utterance (weights shared).
+                                   cpu_threads=opts.cpu_threads, num_workers=2)
         if not self._model.model.is_multilingual:
             raise ValueError(f"{opts.model_path}: interpreter mode needs a multilingual Whisper model (base)")
         self._tokenizer_cls = Tokenizer
