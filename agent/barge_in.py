@@ -95,10 +95,11 @@ class BackchannelFilter(stt.STT):
 
 
 def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None],
-                 vad: vad.VAD | None = None) -> stt.STT:
+                 vad: vad.VAD | None = None, on_partial: Callable[[str], None] | None = None) -> stt.STT:
     """`inner` behind a BackchannelFilter when it is a non-streaming STT, else `inner`. With
     `vad`, the filtered STT is already a stream that recognizes early in each pause
-    (agent/speculative_stt.py); the filter then judges only the transcript that is used."""
+    (agent/speculative_stt.py); the filter then judges only the transcript that is used, and
+    `on_partial` hears the caller's words so far."""
     if inner.capabilities.streaming:
         return inner
 
@@ -115,4 +116,4 @@ def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None],
     gate = BackchannelFilter(inner, holds_floor, resume)
     if vad is None:
         return gate
-    return SpeculativeSTT(stt=inner, vad=vad, gate=gate.judge)
+    return SpeculativeSTT(stt=inner, vad=vad, gate=gate.judge, on_partial=on_partial)

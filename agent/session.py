@@ -62,12 +62,14 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
         return session
     turn_detector = build_turn_detector()
     holder: list[AgentSession[Call]] = []
+    heard = filtered_stt(chosen.stt, lambda: holder[0] if holder else None, models.vad,
+                         on_partial=_words_so_far(chosen.llm, holder, lambda: heard) if settings.llm_prefill_words else None)
     session = AgentSession[Call](
         userdata=call,
         vad=models.vad,
         # While the agent talks, a transcript that is only "uh-huh"/"yeah"/"okay" is not
         # a turn: the paused reply resumes (agent/barge_in.py).
-        stt=filtered_stt(chosen.stt, lambda: holder[0] if holder else None, models.vad),
+        stt=heard,
         llm=chosen.llm,
         tts=chosen.tts,
         use_tts_aligned_transcript=ALIGNED_TRANSCRIPT,
@@ -100,6 +102,25 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
     if isinstance(chosen.llm, LlamaLLM):
         chosen.llm.observe(session)  # the next turn's framing, evaluated once the reply is spoken
     return session
+
+
+def _words_so_far(model: llm.LLM, holder: list[AgentSession[Call]],
+                  heard: Callable[[], object]) -> Callable[[str], None] | None:
+    """The local LLM evaluates the caller's words so far while they talk (LlamaLLM.prefill_partial)."""
+    if not isinstance(model, LlamaLLM):
+        return None  # a cloud LLM has nothing to evaluate ahead
+
+    def on_partial(words: str) -> None:
+        session = holder[0] if holder else None
+        if session is None or session.agent_state != "listening":
+            return  # a reply is being written or spoken: the cores are taken
+        try:
+            chat_ctx = session.current_agent.chat_ctx
+        except RuntimeError:  # no agent yet
+            return
+        model.prefill_partial_soon(chat_ctx, words, keep_going=lambda: not getattr(heard(), "pausing", False))
+
+    return on_partial
 
 
 def local_takeover(settings: Settings, models: LocalModels,

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     llm_skills: bool = Field(True, alias="PARLEY_LLM_SKILLS")
     llm_max_tokens: int = Field(96, ge=1, alias="PARLEY_LLM_MAX_TOKENS")
     llm_threads: int = Field(2, ge=1, alias="PARLEY_LLM_THREADS")
+    # The local LLM evaluates the caller's words so far while they still talk (LlamaLLM.prefill_partial).
+    llm_prefill_words: bool = Field(True, alias="PARLEY_LLM_PREFILL_WORDS")
     # The voice of the selected TTS: a Piper .onnx path (local; default joe) or a voice name (openai).
     tts_voice: str = Field("", alias="PARLEY_TTS_VOICE")
     model_dir: Path = Field(Path.home() / ".cache" / "parley", alias="PARLEY_MODEL_DIR")

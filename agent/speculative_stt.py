@@ -13,12 +13,21 @@ runs cost CPU while the caller speaks, when the agent has little else to do.
 
 `gate` decides on the final result only (`BackchannelFilter.judge`): a dropped speculative
 run never resumes or interrupts the agent.
+
+`on_partial` (optional) hears the words so far while the caller is still talking: every
+`partial_every_s` of speech the segment so far is recognized, and its text handed over if the
+caller has not paused meanwhile. The local LLM uses it to evaluate the history and those words
+before the turn ends (`LlamaLLM.prefill_partial`), so the turn's first token waits only for
+the words that came after. These are not interim transcripts for the framework: they never
+reach the history, the turn detector or barge-in. `pausing` tells such work to yield the cores
+to the recognition that ends the turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterable, Callable
@@ -35,12 +44,18 @@ _STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNEC
 
 class SpeculativeSTT(stt.StreamAdapter):
     def __init__(self, *, stt: stt.STT, vad: vad.VAD, start_after_s: float = 0.09,
-                 gate: Callable[[stt.SpeechEvent], stt.SpeechEvent] = lambda ev: ev) -> None:
+                 gate: Callable[[stt.SpeechEvent], stt.SpeechEvent] = lambda ev: ev,
+                 on_partial: Callable[[str], None] | None = None, partial_every_s: float = 0.5) -> None:
         super().__init__(stt=stt, vad=vad)
         self.vad = vad
         self.start_after_s = start_after_s
         self.gate = gate
+        self.on_partial = on_partial
+        self.partial_every_s = partial_every_s
         self.used = self.dropped = 0  # speculative runs whose result was the transcript / was not
+        self.partials = 0  # words-so-far handed to on_partial
+        # True from the moment the caller's pause starts recognition until they speak again.
+        self.pausing = False
 
     def stream(self, *, language: NotGivenOr[str] = NOT_GIVEN,
                conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> stt.RecognizeStream:
@@ -74,14 +89,33 @@ class _SpeculativeStream(stt.RecognizeStream):
                     vad_stream.push_frame(data)
             vad_stream.end_input()
 
+        adapter = self._adapter
+        partial: asyncio.Task[stt.SpeechEvent] | None = None
+        partial_at = 0.0  # speech (s) in the segment when the last partial run started
+        segment: list[list[rtc.AudioFrame] | None] = [None]  # the segment the caller is in
+
+        def partial_done(task: asyncio.Task[stt.SpeechEvent], of: list[rtc.AudioFrame]) -> None:
+            if task.cancelled() or task.exception() is not None or adapter.on_partial is None:
+                return
+            alts = task.result().alternatives
+            # Only while the caller is still talking in that segment: after that the turn's
+            # own recognition is running, or done.
+            if segment[0] is of and not adapter.pausing and alts and alts[0].text.strip():
+                adapter.partials += 1
+                try:
+                    adapter.on_partial(alts[0].text)
+                except Exception as e:  # an optimisation must not break recognition
+                    logger.warning("partial transcript handler failed: %s", e)
+
         async def recognize() -> None:
+            nonlocal partial, partial_at
             speech: list[rtc.AudioFrame] | None = None  # the segment so far, once speech started
             early: asyncio.Task[stt.SpeechEvent] | None = None
             early_silence = 0.0  # the pause's length when `early` started
             async for ev in vad_stream:
                 if ev.type == vad.VADEventType.START_OF_SPEECH:
-                    speech = list(ev.frames)
-                    early = None
+                    speech = segment[0] = list(ev.frames)
+                    early, partial_at, adapter.pausing = None, 0.0, False
                     self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.START_OF_SPEECH))
                 elif ev.type == vad.VADEventType.INFERENCE_DONE and speech is not None:
                     speech.extend(ev.frames)
@@ -90,10 +124,20 @@ class _SpeculativeStream(stt.RecognizeStream):
                     silence = ev.raw_accumulated_silence + sum(f.duration for f in ev.frames)
                     if early is not None and silence < early_silence:
                         early = None  # the caller spoke again: that result describes a part
-                        self._adapter.dropped += 1
-                    if early is None and ev.speaking and silence >= self._adapter.start_after_s:
+                        adapter.dropped += 1
+                        adapter.pausing = False
+                    if early is None and ev.speaking and silence >= adapter.start_after_s:
                         early, early_silence = self._recognize(speech), silence
+                        adapter.pausing = True
+                    elif (adapter.on_partial is not None and ev.speaking and early is None
+                          and ev.raw_accumulated_silence == 0  # mid-word, not the start of a pause
+                          and ev.speech_duration - partial_at >= adapter.partial_every_s
+                          and (partial is None or partial.done())):
+                        partial_at = ev.speech_duration
+                        partial = self._recognize(list(speech))
+                        partial.add_done_callback(functools.partial(partial_done, of=speech))
                 elif ev.type == vad.VADEventType.END_OF_SPEECH:
+                    segment[0] = None
                     speech_end_time = time.time() - ev.silence_duration - ev.inference_duration
                     self._event_ch.send_nowait(stt.SpeechEvent(stt.SpeechEventType.END_OF_SPEECH,
                                                                speech_end_time=speech_end_time))
@@ -106,8 +150,8 @@ class _SpeculativeStream(stt.RecognizeStream):
                             logger.debug("early recognition failed: %s", e)
                     if result is None:
                         result = await self._recognize(list(ev.frames))
-                    speech, early = None, None
-                    result = self._adapter.gate(result)
+                    speech, early, adapter.pausing = None, None, False
+                    result = adapter.gate(result)
                     if result.alternatives and result.alternatives[0].text:
                         self._event_ch.send_nowait(stt.SpeechEvent(
                             type=stt.SpeechEventType.FINAL_TRANSCRIPT,

@@ -416,6 +416,49 @@ async def test_llama_evaluates_the_next_turns_framing_once_the_reply_is_spoken(l
     assert second.reused_tokens == len(cached), (second, len(cached))
 
 
+async def test_llama_evaluates_the_callers_words_while_they_talk(llama):
+    """The words so far (a partial recognition) are in the KV cache when the turn ends: the
+    turn evaluates only what came after them, and answers as it would have without."""
+
+    async def reply(ctx: llm.ChatContext) -> str:
+        out = ""
+        async with llama.chat(chat_ctx=ctx) as stream:
+            async for chunk in stream:
+                if chunk.delta and chunk.delta.content:
+                    out += chunk.delta.content
+        return out
+
+    def history() -> llm.ChatContext:
+        ctx = llm.ChatContext()
+        ctx.add_message(role="system", content=Settings.load().instructions)
+        ctx.add_message(role="user", content="Hello there.")
+        ctx.add_message(role="assistant", content="Hello! How can I help you today?")
+        return ctx
+
+    question = "Which is the largest planet in our solar system?"
+    ctx = history()
+    ctx.add_message(role="user", content="Tell me a colour.")  # something else in the cache
+    await reply(ctx)
+    ctx = history()
+    ctx.add_message(role="user", content=question)
+    without = await reply(ctx)
+    plain = llama.last_stats
+    other = llm.ChatContext()
+    other.add_message(role="user", content="Say yes.")
+    await reply(other)  # the cache now holds another prompt from its first tokens
+
+    evaluated = await asyncio.to_thread(llama.prefill_partial, history(), "Which is the largest planet.")
+    assert evaluated > 0
+    ctx = history()
+    ctx.add_message(role="user", content=question)
+    with_words = await reply(ctx)
+    ahead = llama.last_stats
+    assert with_words == without  # greedy decoding: the same prompt, the same answer
+    # llama.cpp's own count: "Which is the largest planet" was already there.
+    assert ahead.evaluated_tokens <= plain.evaluated_tokens - 5, (plain, ahead)
+    assert ahead.reused_tokens > plain.reused_tokens
+
+
 async def test_llama_interrupted_reply_in_history_still_answers(llama):
     """A reply cut short by the caller is kept as spoken; the next turn re-evaluates only from there."""
     ctx = llm.ChatContext()

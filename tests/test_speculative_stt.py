@@ -111,3 +111,30 @@ async def test_only_the_used_result_is_judged():
     events = await run(adapter, [("speech", 0.6), ("silence", 0.16), ("speech", 0.4), ("silence", 0.6)])
     assert len(judged) == 1 and 1.1 <= float(judged[0]) < 1.3, judged
     assert not of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)  # the gate emptied it: no transcript
+
+
+async def test_words_so_far_are_handed_over_while_the_caller_talks():
+    inner = DurationSTT()
+    heard: list[str] = []
+    adapter = SpeculativeSTT(stt=inner, vad=EnergyVAD(min_silence=0.25), on_partial=heard.append,
+                             partial_every_s=0.7)
+    events = await run(adapter, [("speech", 4.0), ("silence", 0.6)])
+    (_, final), = of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
+    assert 4.08 <= float(final.alternatives[0].text) <= 4.10, final  # the turn's transcript as before
+    # Each run heard the speech so far (from ~0.7 s on), none the pause; the turn's own
+    # recognition is the one transcript.
+    said = [float(t) for t in heard]
+    assert said and said == sorted(said) and 0.7 <= said[0] and said[-1] < 4.0, said
+    assert adapter.partials == len(heard) and adapter.used == 1
+    assert len(inner.started) > len(heard)
+
+
+async def test_words_so_far_are_not_handed_over_once_the_caller_pauses():
+    heard: list[str] = []
+    adapter = SpeculativeSTT(stt=DurationSTT(), vad=EnergyVAD(min_silence=0.25), on_partial=heard.append,
+                             partial_every_s=0.7)
+    # A run starts at 0.7 s of speech and ends (0.05 s at a quarter of real time: ~0.2 s of
+    # audio) after the caller stopped at 0.76 s: by then the turn's recognition is running.
+    events = await run(adapter, [("speech", 0.76), ("silence", 0.6)])
+    assert len(of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)) == 1
+    assert heard == [] and adapter.partials == 0

@@ -31,6 +31,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ from ..priority import VOICE_FIRST
 logger = logging.getLogger("parley.llm")
 
 _ROLE_MAP = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+# The caller's words so far are evaluated in pieces this long, so that the work stops within
+# one piece (~40-70 ms on 2 cores) once the caller pauses.
+PARTIAL_PIECE_TOKENS = 6
 
 
 @dataclass
@@ -162,6 +166,7 @@ class LlamaLLM(llm.LLM):
         self._replies: OrderedDict[str, list[int]] = OrderedDict()
         self._fact_notes: OrderedDict[str, str] = OrderedDict()
         self._prefill_at = -1  # cache length right after a finished reply, until the next run
+        self._ahead = 0  # tokens of the caller's words evaluated before this turn's prompt came
         self.last_stats = GenerationStats()
         warm = [{"role": "system", "content": opts.warmup_system}] if opts.warmup_system else []
         self.generate(self.prompt_tokens([*warm, {"role": "user", "content": "Hello"}]), lambda _t: None,
@@ -334,6 +339,10 @@ class LlamaLLM(llm.LLM):
             stats.completion_tokens = len(generated)
             self._prefill_at = self._llama.n_tokens if stats.finished else -1
         stats.total_s = time.perf_counter() - t0
+        logger.info("llm reply ttft=%.0fms prompt=%d reused=%d evaluated=%s ahead=%d tokens=%d",
+                    (stats.ttft_s or 0.0) * 1000, stats.prompt_tokens, stats.reused_tokens,
+                    stats.evaluated_tokens, self._ahead, stats.completion_tokens)
+        self._ahead = 0
         reply = text.strip()
         if reply and not stop.is_set():
             # Only a reply whose text went out whole can stand for its tokens next turn.
@@ -365,6 +374,64 @@ class LlamaLLM(llm.LLM):
             self._llama.eval(framing)
             self._synchronize()  # so llama.cpp counts these tokens now, not in the next turn's figures
         return len(framing)
+
+    def prefill_partial(self, chat_ctx: llm.ChatContext, words: str,
+                        keep_going: Callable[[], bool] = lambda: True) -> int:
+        """Evaluate the next prompt up to the caller's words so far; returns how many tokens.
+
+        Called while the caller is still talking (agent/speculative_stt.py `on_partial`): the
+        history and "What is the capital" are in the KV cache when "What is the capital of
+        Spain?" ends the turn, whose prompt then shares that prefix, so its first token waits
+        only for " of Spain?" and the framing. Words heard wrong cost nothing but this work:
+        the turn's prompt re-evaluates from where it differs. Evaluated in pieces, stopping
+        when `keep_going()` turns false (the caller paused: the cores go to the recognition
+        that ends the turn); skipped while a reply is being written.
+        """
+        words = words.strip().rstrip(".,;:!?…").strip()  # the sentence goes on: no full stop yet
+        if not self._format.chatml or len(words.split()) < 2:
+            return 0
+        messages = self.messages(chat_ctx)
+        if messages and messages[-1]["role"] == "user":
+            return 0  # the words would be merged into an earlier message: a different prompt
+        tokens = self.prompt_tokens([*messages, {"role": "user", "content": words}])
+        tokens = tokens[: len(tokens) - len(self._format.header("assistant")) - len(self._format.footer())]
+        if len(tokens) + self._opts.max_tokens >= self._opts.n_ctx or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            same = 0
+            for a, b in zip(self._llama._input_ids, tokens, strict=False):
+                if int(a) != b:
+                    break
+                same += 1
+            self._llama.n_tokens = same  # llama.cpp drops the cache after this point on the next eval
+            self._prefill_at = -1
+            done = 0
+            for i in range(same, len(tokens), PARTIAL_PIECE_TOKENS):
+                if not keep_going():
+                    break
+                piece = tokens[i:i + PARTIAL_PIECE_TOKENS]
+                self._llama.eval(piece)
+                done += len(piece)
+            self._synchronize()
+            self._ahead += done
+            return done
+        finally:
+            self._lock.release()
+
+    def prefill_partial_soon(self, chat_ctx: llm.ChatContext, words: str,
+                             keep_going: Callable[[], bool] = lambda: True) -> None:
+        """`prefill_partial` in a worker thread (from the event loop)."""
+        ctx = chat_ctx.copy()
+
+        def run() -> None:
+            try:
+                n = self.prefill_partial(ctx, words, keep_going)
+                if n:
+                    logger.debug("evaluated %d tokens of the caller's words so far: %r", n, words)
+            except Exception as e:  # an optimisation: the turn evaluates its prompt itself
+                logger.warning("prefill of the caller's words failed: %s", e)
+
+        asyncio.get_running_loop().run_in_executor(None, run)
 
     def observe(self, session: rtc.EventEmitter[Any]) -> None:
         """Evaluate the next turn's framing once `session`'s agent has finished speaking.
