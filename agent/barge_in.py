@@ -95,7 +95,8 @@ class BackchannelFilter(stt.STT):
 
 
 def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None],
-                 vad: vad.VAD | None = None, on_partial: Callable[[str], None] | None = None) -> stt.STT:
+                 vad: vad.VAD | None = None,
+                 on_partial: Callable[[stt.SpeechData], None] | None = None) -> stt.STT:
     """`inner` behind a BackchannelFilter when it is a non-streaming STT, else `inner`. With
     `vad`, the filtered STT is already a stream that recognizes early in each pause
     (agent/speculative_stt.py); the filter then judges only the transcript that is used, and

@@ -220,10 +220,13 @@ class InterpreterAgent(Agent):
         `vad`: the session's VAD; with it Whisper starts 0.1 s into each pause instead of when
         the VAD closes the utterance (agent/speculative_stt.py), as in a conversation."""
         heard: stt.STT = loaded.stt.for_speaker(speaker_language) if speaker_language is not None else loaded.stt
+        self._early: SpeculativeSTT | None = None
+        if vad is not None:
+            self._early = SpeculativeSTT(stt=heard, vad=vad, on_partial=self._heard_so_far)
         super().__init__(
             instructions="Interpreter: translate each utterance into the call's other language.",
             tools=[],
-            stt=SpeculativeSTT(stt=heard, vad=vad) if vad is not None else heard,
+            stt=self._early or heard,
             tts=loaded.voices.get("en") or next(iter(loaded.voices.values())),
             # Its tts_node speaks each translation whole: there are no pieces to align to.
             use_tts_aligned_transcript=False,
@@ -270,6 +273,26 @@ class InterpreterAgent(Agent):
                 del self._heard[:-20]
                 compat.set_transcript_attribute(self.session, user=True, key=LANGUAGE_ATTRIBUTE, value=lang)
             yield ev
+
+    def _heard_so_far(self, words: stt.SpeechData) -> None:
+        """The local translator evaluates the request for the words so far while the speaker
+        goes on (LlamaTranslator.prefill_partial): not while the agent speaks (its voice needs
+        the cores), nor when a cloud LLM translates first."""
+        translator = self._models.translator
+        chain = self._translation_llm or self._models.translation_llm
+        if (translator is None or not hasattr(translator, "prefill_partial_soon")
+                or not isinstance(chain, LocalTranslateLLM)):
+            return
+        try:
+            if self.session.agent_state != "listening":
+                return
+        except RuntimeError:  # not started yet
+            return
+        lang = str(words.language or "")[:2]
+        if lang in self._pair:
+            early = self._early
+            translator.prefill_partial_soon(words.text, lang, self.other(lang),
+                                            keep_going=lambda: early is None or not early.pausing)
 
     def _segments_of(self, text: str) -> list[Heard]:
         """The recognised segments a user message was made of (the framework joins them)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from livekit.agents import AgentSession, llm
+from livekit.agents import AgentSession, llm, stt
 
 from .assistant import ParleyAgent
 from .barge_in import filtered_stt
@@ -105,12 +105,12 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
 
 
 def _words_so_far(model: llm.LLM, holder: list[AgentSession[Call]],
-                  heard: Callable[[], object]) -> Callable[[str], None] | None:
+                  heard: Callable[[], object]) -> Callable[[stt.SpeechData], None] | None:
     """The local LLM evaluates the caller's words so far while they talk (LlamaLLM.prefill_partial)."""
     if not isinstance(model, LlamaLLM):
         return None  # a cloud LLM has nothing to evaluate ahead
 
-    def on_partial(words: str) -> None:
+    def on_partial(words: stt.SpeechData) -> None:
         session = holder[0] if holder else None
         if session is None or session.agent_state != "listening":
             return  # a reply is being written or spoken: the cores are taken
@@ -118,7 +118,7 @@ def _words_so_far(model: llm.LLM, holder: list[AgentSession[Call]],
             chat_ctx = session.current_agent.chat_ctx
         except RuntimeError:  # no agent yet
             return
-        model.prefill_partial_soon(chat_ctx, words, keep_going=lambda: not getattr(heard(), "pausing", False))
+        model.prefill_partial_soon(chat_ctx, words.text, keep_going=lambda: not getattr(heard(), "pausing", False))
 
     return on_partial
 

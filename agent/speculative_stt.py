@@ -15,7 +15,7 @@ runs cost CPU while the caller speaks, when the agent has little else to do.
 run never resumes or interrupts the agent.
 
 `on_partial` (optional) hears the words so far while the caller is still talking: every
-`partial_every_s` of speech the segment so far is recognized, and its text handed over if the
+`partial_every_s` of speech the segment so far is recognized, and the result handed over if the
 caller has not paused meanwhile. The local LLM uses it to evaluate the history and those words
 before the turn ends (`LlamaLLM.prefill_partial`), so the turn's first token waits only for
 the words that came after. These are not interim transcripts for the framework: they never
@@ -45,7 +45,7 @@ _STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNEC
 class SpeculativeSTT(stt.StreamAdapter):
     def __init__(self, *, stt: stt.STT, vad: vad.VAD, start_after_s: float = 0.09,
                  gate: Callable[[stt.SpeechEvent], stt.SpeechEvent] = lambda ev: ev,
-                 on_partial: Callable[[str], None] | None = None, partial_every_s: float = 0.5) -> None:
+                 on_partial: Callable[[stt.SpeechData], None] | None = None, partial_every_s: float = 0.5) -> None:
         super().__init__(stt=stt, vad=vad)
         self.vad = vad
         self.start_after_s = start_after_s
@@ -103,7 +103,7 @@ class _SpeculativeStream(stt.RecognizeStream):
             if segment[0] is of and not adapter.pausing and alts and alts[0].text.strip():
                 adapter.partials += 1
                 try:
-                    adapter.on_partial(alts[0].text)
+                    adapter.on_partial(alts[0])
                 except Exception as e:  # an optimisation must not break recognition
                     logger.warning("partial transcript handler failed: %s", e)
 

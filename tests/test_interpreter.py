@@ -222,4 +222,4 @@ async def test_interpreter_recognizes_a_tenth_of_a_second_into_the_pause() -> No
     (_, final), = of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
     # The speech and ~0.1 s of the pause, not the VAD's segment with its 0.25 s of silence.
     assert 1.08 <= float(final.alternatives[0].text) <= 1.10, final
-    assert len(heard.started) == 1
+    assert agent.stt.used == 1  # type: ignore[attr-defined]  # the early run was the transcript

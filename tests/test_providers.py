@@ -459,6 +459,37 @@ async def test_llama_evaluates_the_callers_words_while_they_talk(llama):
     assert ahead.reused_tokens > plain.reused_tokens
 
 
+@pytest.fixture(scope="module")
+def translator(settings):
+    from agent import models
+    from agent.providers.llama_translate import LlamaTranslator, TranslatorOptions
+
+    return LlamaTranslator(TranslatorOptions(model_path=models.llm_gguf(
+        settings.interpreter_model, settings.model_dir, "PARLEY_INTERPRETER_MODEL"), n_threads=settings.llm_threads))
+
+
+def test_translator_evaluates_the_words_so_far_ahead(translator):
+    """Interpreter mode: the request for the words heard so far is evaluated while the speaker
+    goes on; the utterance's translation then evaluates only the rest, and is the same."""
+    import llama_cpp
+
+    def evaluated() -> int:  # llama.cpp's own count of prompt tokens evaluated
+        return int(llama_cpp.llama_perf_context(translator._llm._ctx.ctx).n_p_eval)
+
+    assert translator.ahead_ok  # our ChatML render is what llama-cpp-python's chat handler evaluated
+    sentence = "Where is the nearest train station, please?"
+    translator.translate("Good morning.", "en", "es")  # the cache holds another request's words
+    n = evaluated()
+    plain = translator.translate(sentence, "en", "es")
+    plain_n = evaluated() - n
+    translator.translate("Good morning.", "en", "es")
+    assert translator.prefill_partial("Where is the nearest train.", "en", "es") > 0
+    n = evaluated()
+    ahead = translator.translate(sentence, "en", "es")
+    assert ahead == plain, (ahead, plain)
+    assert evaluated() - n <= plain_n - 4, (plain_n, evaluated() - n)
+
+
 async def test_llama_interrupted_reply_in_history_still_answers(llama):
     """A reply cut short by the caller is kept as spoken; the next turn re-evaluates only from there."""
     ctx = llm.ChatContext()

@@ -116,7 +116,7 @@ async def test_only_the_used_result_is_judged():
 async def test_words_so_far_are_handed_over_while_the_caller_talks():
     inner = DurationSTT()
     heard: list[str] = []
-    adapter = SpeculativeSTT(stt=inner, vad=EnergyVAD(min_silence=0.25), on_partial=heard.append,
+    adapter = SpeculativeSTT(stt=inner, vad=EnergyVAD(min_silence=0.25), on_partial=lambda d: heard.append(d.text),
                              partial_every_s=0.7)
     events = await run(adapter, [("speech", 4.0), ("silence", 0.6)])
     (_, final), = of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)
@@ -131,7 +131,7 @@ async def test_words_so_far_are_handed_over_while_the_caller_talks():
 
 async def test_words_so_far_are_not_handed_over_once_the_caller_pauses():
     heard: list[str] = []
-    adapter = SpeculativeSTT(stt=DurationSTT(), vad=EnergyVAD(min_silence=0.25), on_partial=heard.append,
+    adapter = SpeculativeSTT(stt=DurationSTT(), vad=EnergyVAD(min_silence=0.25), on_partial=lambda d: heard.append(d.text),
                              partial_every_s=0.7)
     # A run starts at 0.7 s of speech and ends (0.05 s at a quarter of real time: ~0.2 s of
     # audio) after the caller stopped at 0.76 s: by then the turn's recognition is running.

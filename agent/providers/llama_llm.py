@@ -398,21 +398,8 @@ class LlamaLLM(llm.LLM):
         if len(tokens) + self._opts.max_tokens >= self._opts.n_ctx or not self._lock.acquire(blocking=False):
             return 0
         try:
-            same = 0
-            for a, b in zip(self._llama._input_ids, tokens, strict=False):
-                if int(a) != b:
-                    break
-                same += 1
-            self._llama.n_tokens = same  # llama.cpp drops the cache after this point on the next eval
             self._prefill_at = -1
-            done = 0
-            for i in range(same, len(tokens), PARTIAL_PIECE_TOKENS):
-                if not keep_going():
-                    break
-                piece = tokens[i:i + PARTIAL_PIECE_TOKENS]
-                self._llama.eval(piece)
-                done += len(piece)
-            self._synchronize()
+            done = eval_ahead(self._llama, tokens, keep_going)
             self._ahead += done
             return done
         finally:
@@ -461,6 +448,33 @@ class LlamaLLM(llm.LLM):
             llama_cpp.llama_synchronize(self._llama._ctx.ctx)
         except Exception:  # perf counters are optional in llama.cpp builds
             pass
+
+
+def eval_ahead(llama: Any, tokens: list[int], keep_going: Callable[[], bool] = lambda: True) -> int:
+    """Put `tokens` in llama.cpp's KV cache, keeping the part it already holds; returns how
+    many were evaluated. In pieces of PARTIAL_PIECE_TOKENS, stopping when `keep_going()` turns
+    false. The caller holds the model's lock. A later `Llama.generate` reuses the longest
+    common prefix, as it does between turns."""
+    same = 0
+    for a, b in zip(llama._input_ids, tokens, strict=False):
+        if int(a) != b:
+            break
+        same += 1
+    llama.n_tokens = same  # the next eval drops the cache after this point
+    done = 0
+    for i in range(same, len(tokens), PARTIAL_PIECE_TOKENS):
+        if not keep_going():
+            break
+        piece = tokens[i:i + PARTIAL_PIECE_TOKENS]
+        llama.eval(piece)
+        done += len(piece)
+    try:
+        import llama_cpp
+
+        llama_cpp.llama_synchronize(llama._ctx.ctx)  # so the work is done (and counted) now
+    except Exception:  # an optional call in llama.cpp builds
+        pass
+    return done
 
 
 class LlamaStream(llm.LLMStream):

@@ -25,6 +25,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConn
 from livekit.agents.utils import shortuuid
 
 from ..priority import VOICE_FIRST
+from .llama_llm import eval_ahead
 
 logger = logging.getLogger("parley.interpreter.translate")
 
@@ -67,7 +68,14 @@ class LlamaTranslator:
                           n_threads=opts.decode_threads, n_threads_batch=opts.n_threads,
                           n_batch=256, verbose=False)
         self._lock = threading.Lock()  # one llama context: one translation at a time
+        self._ahead = 0  # tokens of the words so far evaluated before the utterance's request came
         self.translate("Hello.", "en", "es")  # warm-up: the prefix lands in the KV cache
+        # `prefill_partial` renders the request itself (ChatML); only if that is exactly what
+        # llama-cpp-python's own chat handler evaluated for the warm-up.
+        warm = self._request_tokens("Hello.", "en", "es", self._opts.style, end=True)
+        self.ahead_ok = [int(t) for t in self._llm._input_ids[: len(warm)]] == warm
+        if not self.ahead_ok:
+            logger.info("translator: this chat template is not plain ChatML; no evaluation ahead of the speaker")
         logger.info("translator %s loaded in %.2fs", opts.model_path.name, time.perf_counter() - t0)
 
     @property
@@ -143,6 +151,9 @@ class LlamaTranslator:
                 VOICE_FIRST.wait()  # the translation's voice first (Piper; espeak-ng never holds it)
         for piece in cleaner.finish():
             out(piece)
+        if self._ahead:
+            logger.info("translation request: %d tokens of it were evaluated while the speaker talked", self._ahead)
+            self._ahead = 0
         reply = cleaner.text
         if state == "hold":  # never released: short, or it began like the source
             if _plain(reply) == _plain(text):
@@ -150,6 +161,46 @@ class LlamaTranslator:
             if reply:
                 on_piece(reply)
         return reply
+
+    def _request_tokens(self, text: str, source: str, target: str, style: str, *, end: bool) -> list[int]:
+        """The request's prompt tokens in ChatML; `end=False` stops right after `text` (the
+        request of a sentence still being spoken)."""
+        prompt = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n"
+                         for m in self.messages(text, source, target, style))
+        prompt = prompt + "<|im_start|>assistant\n" if end else prompt[: -len("<|im_end|>\n")]
+        return self._llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
+    def prefill_partial(self, text: str, source: str, target: str,
+                        keep_going: Callable[[], bool] = lambda: True) -> int:
+        """Evaluate the request for the words heard so far while the speaker goes on, so that
+        the utterance's translation evaluates only what came after them (as the conversation
+        LLM's `prefill_partial`); returns how many tokens. Skipped while a translation runs."""
+        words = text.strip().rstrip(".,;:!?…").strip()  # the sentence goes on: no full stop yet
+        if not getattr(self, "ahead_ok", False) or len(words.split()) < 2:
+            return 0
+        tokens = self._request_tokens(words, source, target, self._opts.style, end=False)
+        if len(tokens) + self._opts.max_tokens >= self._opts.n_ctx or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            done = eval_ahead(self._llm, tokens, keep_going)
+            self._ahead += done
+            return done
+        finally:
+            self._lock.release()
+
+    def prefill_partial_soon(self, text: str, source: str, target: str,
+                             keep_going: Callable[[], bool] = lambda: True) -> None:
+        """`prefill_partial` in a worker thread (from the event loop)."""
+
+        def run() -> None:
+            try:
+                n = self.prefill_partial(text, source, target, keep_going)
+                if n:
+                    logger.debug("evaluated %d tokens of the words so far: %r", n, text)
+            except Exception as e:  # an optimisation: the translation evaluates its prompt itself
+                logger.warning("prefill of the words so far failed: %s", e)
+
+        asyncio.get_running_loop().run_in_executor(None, run)
 
     def _ask(self, text: str, source: str, target: str, style: str) -> str:
         with self._lock:
