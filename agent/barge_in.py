@@ -96,7 +96,8 @@ class BackchannelFilter(stt.STT):
 
 def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None],
                  vad: vad.VAD | None = None,
-                 on_partial: Callable[[stt.SpeechData], None] | None = None) -> stt.STT:
+                 on_partial: Callable[[stt.SpeechData], None] | None = None,
+                 partial_wanted: Callable[[], bool] = lambda: True) -> stt.STT:
     """`inner` behind a BackchannelFilter when it is a non-streaming STT, else `inner`. With
     `vad`, the filtered STT is already a stream that recognizes early in each pause
     (agent/speculative_stt.py); the filter then judges only the transcript that is used, and
@@ -117,4 +118,4 @@ def filtered_stt(inner: stt.STT, session_ref: Callable[[], AgentSession | None],
     gate = BackchannelFilter(inner, holds_floor, resume)
     if vad is None:
         return gate
-    return SpeculativeSTT(stt=inner, vad=vad, gate=gate.judge, on_partial=on_partial)
+    return SpeculativeSTT(stt=inner, vad=vad, gate=gate.judge, on_partial=on_partial, partial_wanted=partial_wanted)

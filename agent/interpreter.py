@@ -222,7 +222,8 @@ class InterpreterAgent(Agent):
         heard: stt.STT = loaded.stt.for_speaker(speaker_language) if speaker_language is not None else loaded.stt
         self._early: SpeculativeSTT | None = None
         if vad is not None:
-            self._early = SpeculativeSTT(stt=heard, vad=vad, on_partial=self._heard_so_far)
+            self._early = SpeculativeSTT(stt=heard, vad=vad, on_partial=self._heard_so_far,
+                                         partial_wanted=self._wants_words_so_far)
         super().__init__(
             instructions="Interpreter: translate each utterance into the call's other language.",
             tools=[],
@@ -274,22 +275,24 @@ class InterpreterAgent(Agent):
                 compat.set_transcript_attribute(self.session, user=True, key=LANGUAGE_ATTRIBUTE, value=lang)
             yield ev
 
-    def _heard_so_far(self, words: stt.SpeechData) -> None:
-        """The local translator evaluates the request for the words so far while the speaker
-        goes on (LlamaTranslator.prefill_partial): not while the agent speaks (its voice needs
-        the cores), nor when a cloud LLM translates first."""
+    def _wants_words_so_far(self) -> bool:
+        """Whether the local translator should evaluate the words so far while the speaker goes
+        on (LlamaTranslator.prefill_partial): not while the agent speaks (its voice needs the
+        cores), nor when a cloud LLM translates first."""
         translator = self._models.translator
         chain = self._translation_llm or self._models.translation_llm
         if (translator is None or not hasattr(translator, "prefill_partial_soon")
                 or not isinstance(chain, LocalTranslateLLM)):
-            return
+            return False
         try:
-            if self.session.agent_state != "listening":
-                return
+            return self.session.agent_state == "listening"
         except RuntimeError:  # not started yet
-            return
+            return False
+
+    def _heard_so_far(self, words: stt.SpeechData) -> None:
+        translator = self._models.translator
         lang = str(words.language or "")[:2]
-        if lang in self._pair:
+        if translator is not None and lang in self._pair and self._wants_words_so_far():
             early = self._early
             translator.prefill_partial_soon(words.text, lang, self.other(lang),
                                             keep_going=lambda: early is None or not early.pausing)

@@ -63,7 +63,8 @@ def _new_session(settings: Settings, models: LocalModels, chosen: SessionModels,
     turn_detector = build_turn_detector()
     holder: list[AgentSession[Call]] = []
     heard = filtered_stt(chosen.stt, lambda: holder[0] if holder else None, models.vad,
-                         on_partial=_words_so_far(chosen.llm, holder, lambda: heard) if settings.llm_prefill_words else None)
+                         on_partial=_words_so_far(chosen.llm, holder, lambda: heard) if settings.llm_prefill_words else None,
+                         partial_wanted=lambda: bool(holder) and holder[0].agent_state == "listening")
     session = AgentSession[Call](
         userdata=call,
         vad=models.vad,

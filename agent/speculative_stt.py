@@ -45,13 +45,17 @@ _STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNEC
 class SpeculativeSTT(stt.StreamAdapter):
     def __init__(self, *, stt: stt.STT, vad: vad.VAD, start_after_s: float = 0.09,
                  gate: Callable[[stt.SpeechEvent], stt.SpeechEvent] = lambda ev: ev,
-                 on_partial: Callable[[stt.SpeechData], None] | None = None, partial_every_s: float = 0.5) -> None:
+                 on_partial: Callable[[stt.SpeechData], None] | None = None, partial_every_s: float = 0.5,
+                 partial_wanted: Callable[[], bool] = lambda: True) -> None:
         super().__init__(stt=stt, vad=vad)
         self.vad = vad
         self.start_after_s = start_after_s
         self.gate = gate
         self.on_partial = on_partial
         self.partial_every_s = partial_every_s
+        # Asked before each words-so-far run: no run when its result would not be used (e.g.
+        # the caller talks over the agent, whose voice needs the cores).
+        self.partial_wanted = partial_wanted
         self.used = self.dropped = 0  # speculative runs whose result was the transcript / was not
         self.partials = 0  # words-so-far handed to on_partial
         # True from the moment the caller's pause starts recognition until they speak again.
@@ -132,7 +136,7 @@ class _SpeculativeStream(stt.RecognizeStream):
                     elif (adapter.on_partial is not None and ev.speaking and early is None
                           and ev.raw_accumulated_silence == 0  # mid-word, not the start of a pause
                           and ev.speech_duration - partial_at >= adapter.partial_every_s
-                          and (partial is None or partial.done())):
+                          and (partial is None or partial.done()) and adapter.partial_wanted()):
                         partial_at = ev.speech_duration
                         partial = self._recognize(list(speech))
                         partial.add_done_callback(functools.partial(partial_done, of=speech))

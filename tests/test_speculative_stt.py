@@ -129,12 +129,44 @@ async def test_words_so_far_are_handed_over_while_the_caller_talks():
     assert len(inner.started) > len(heard)
 
 
+class PausedSTT(DurationSTT):
+    """Finishes a run only once `ready()` holds (at most 5 s): a result that arrives late."""
+
+    def __init__(self, ready) -> None:
+        super().__init__()
+        self.ready = ready
+
+    async def _recognize_impl(self, buffer: utils.AudioBuffer, *, language: NotGivenOr[str] = NOT_GIVEN,
+                              conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> stt.SpeechEvent:
+        deadline = time.monotonic() + 5
+        self.started.append(time.monotonic())
+        while not self.ready() and time.monotonic() < deadline:  # noqa: ASYNC110 (a plain attribute, no event to wait on)
+            await asyncio.sleep(0.002)
+        frame = utils.merge_frames(buffer)  # at once then: while the pause is still short of the VAD's end
+        return stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[
+            stt.SpeechData(language="en", text=f"{frame.samples_per_channel / frame.sample_rate:.2f}")])
+
+
 async def test_words_so_far_are_not_handed_over_once_the_caller_pauses():
     heard: list[str] = []
-    adapter = SpeculativeSTT(stt=DurationSTT(), vad=EnergyVAD(min_silence=0.25), on_partial=lambda d: heard.append(d.text),
-                             partial_every_s=0.7)
-    # A run starts at 0.7 s of speech and ends (0.05 s at a quarter of real time: ~0.2 s of
-    # audio) after the caller stopped at 0.76 s: by then the turn's recognition is running.
-    events = await run(adapter, [("speech", 0.76), ("silence", 0.6)])
+    adapter: SpeculativeSTT | None = None
+    # Every run ends only once the caller has paused: the words-so-far run started during the
+    # speech then describes a turn whose own recognition is already running.
+    inner = PausedSTT(lambda: adapter is not None and adapter.pausing)
+    adapter = SpeculativeSTT(stt=inner, vad=EnergyVAD(min_silence=0.25), on_partial=lambda d: heard.append(d.text),
+                             partial_every_s=0.5)
+    events = await run(adapter, [("speech", 1.2), ("silence", 0.6)])
     assert len(of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)) == 1
+    assert len(inner.started) >= 2  # a words-so-far run did start
     assert heard == [] and adapter.partials == 0
+
+
+async def test_no_words_so_far_run_when_nobody_wants_them():
+    # E.g. the caller talks over the agent: its voice needs the cores, and no prefill would run.
+    inner = DurationSTT()
+    heard: list[str] = []
+    adapter = SpeculativeSTT(stt=inner, vad=EnergyVAD(min_silence=0.25), on_partial=lambda d: heard.append(d.text),
+                             partial_every_s=0.5, partial_wanted=lambda: False)
+    events = await run(adapter, [("speech", 2.0), ("silence", 0.6)])
+    assert len(of(events, stt.SpeechEventType.FINAL_TRANSCRIPT)) == 1
+    assert heard == [] and len(inner.started) == 1
