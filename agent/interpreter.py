@@ -220,6 +220,11 @@ class InterpreterAgent(Agent):
         `vad`: the session's VAD; with it Whisper starts 0.1 s into each pause instead of when
         the VAD closes the utterance (agent/speculative_stt.py), as in a conversation."""
         heard: stt.STT = loaded.stt.for_speaker(speaker_language) if speaker_language is not None else loaded.stt
+        # The local translator evaluates the words so far while the speaker goes on
+        # (LlamaTranslator.prefill_partial), unless a cloud LLM translates first.
+        chain = translation_llm or loaded.translation_llm
+        self._local_translator = (loaded.translator if isinstance(chain, LocalTranslateLLM)
+                       and hasattr(loaded.translator, "prefill_partial_soon") else None)
         self._early: SpeculativeSTT | None = None
         if vad is not None:
             self._early = SpeculativeSTT(stt=heard, vad=vad, on_partial=self._heard_so_far,
@@ -276,13 +281,9 @@ class InterpreterAgent(Agent):
             yield ev
 
     def _wants_words_so_far(self) -> bool:
-        """Whether the local translator should evaluate the words so far while the speaker goes
-        on (LlamaTranslator.prefill_partial): not while the agent speaks (its voice needs the
-        cores), nor when a cloud LLM translates first."""
-        translator = self._models.translator
-        chain = self._translation_llm or self._models.translation_llm
-        if (translator is None or not hasattr(translator, "prefill_partial_soon")
-                or not isinstance(chain, LocalTranslateLLM)):
+        """Whether a words-so-far run would be used: a local translator to evaluate them, and
+        the agent listening (while it speaks, its voice needs the cores)."""
+        if self._local_translator is None:
             return False
         try:
             return self.session.agent_state == "listening"
@@ -290,12 +291,10 @@ class InterpreterAgent(Agent):
             return False
 
     def _heard_so_far(self, words: stt.SpeechData) -> None:
-        translator = self._models.translator
         lang = str(words.language or "")[:2]
-        if translator is not None and lang in self._pair and self._wants_words_so_far():
+        if self._local_translator is not None and self._early is not None and lang in self._pair and self._wants_words_so_far():
             early = self._early
-            translator.prefill_partial_soon(words.text, lang, self.other(lang),
-                                            keep_going=lambda: early is None or not early.pausing)
+            self._local_translator.prefill_partial_soon(words.text, lang, self.other(lang), keep_going=lambda: not early.pausing)
 
     def _segments_of(self, text: str) -> list[Heard]:
         """The recognised segments a user message was made of (the framework joins them)."""

@@ -306,13 +306,7 @@ class LlamaLLM(llm.LLM):
         text = ""
         t0 = time.perf_counter()
         with self._lock:
-            cached = self._llama._input_ids
-            reused = 0
-            for a, b in zip(cached, tokens, strict=False):
-                if int(a) != b:
-                    break
-                reused += 1
-            stats.reused_tokens = min(reused, len(tokens) - 1)
+            stats.reused_tokens = min(cached_prefix(self._llama, tokens), len(tokens) - 1)
             before = self._perf()
             for token in self._llama.generate(
                 tokens,
@@ -372,7 +366,7 @@ class LlamaLLM(llm.LLM):
             if self._llama.n_tokens + len(framing) + self._opts.max_tokens >= self._opts.n_ctx:
                 return 0  # the next prompt is trimmed anyway
             self._llama.eval(framing)
-            self._synchronize()  # so llama.cpp counts these tokens now, not in the next turn's figures
+            synchronize(self._llama)  # so llama.cpp counts these tokens now, not in the next turn's figures
         return len(framing)
 
     def prefill_partial(self, chat_ctx: llm.ChatContext, words: str,
@@ -387,8 +381,8 @@ class LlamaLLM(llm.LLM):
         when `keep_going()` turns false (the caller paused: the cores go to the recognition
         that ends the turn); skipped while a reply is being written.
         """
-        words = words.strip().rstrip(".,;:!?…").strip()  # the sentence goes on: no full stop yet
-        if not self._format.chatml or len(words.split()) < 2:
+        words = unfinished(words)
+        if not self._format.chatml or not words:
             return 0
         messages = self.messages(chat_ctx)
         if messages and messages[-1]["role"] == "user":
@@ -409,16 +403,7 @@ class LlamaLLM(llm.LLM):
                              keep_going: Callable[[], bool] = lambda: True) -> None:
         """`prefill_partial` in a worker thread (from the event loop)."""
         ctx = chat_ctx.copy()
-
-        def run() -> None:
-            try:
-                n = self.prefill_partial(ctx, words, keep_going)
-                if n:
-                    logger.debug("evaluated %d tokens of the caller's words so far: %r", n, words)
-            except Exception as e:  # an optimisation: the turn evaluates its prompt itself
-                logger.warning("prefill of the caller's words failed: %s", e)
-
-        asyncio.get_running_loop().run_in_executor(None, run)
+        eval_ahead_soon(lambda: self.prefill_partial(ctx, words, keep_going), words)
 
     def observe(self, session: rtc.EventEmitter[Any]) -> None:
         """Evaluate the next turn's framing once `session`'s agent has finished speaking.
@@ -441,13 +426,32 @@ class LlamaLLM(llm.LLM):
         except Exception as e:  # an optimisation: the next turn evaluates the framing itself
             logger.warning("prefill of the next turn failed: %s", e)
 
-    def _synchronize(self) -> None:
-        try:
-            import llama_cpp
 
-            llama_cpp.llama_synchronize(self._llama._ctx.ctx)
-        except Exception:  # perf counters are optional in llama.cpp builds
-            pass
+def unfinished(words: str) -> str:
+    """A partial transcript as the start of the sentence it will be ("" when under two words):
+    without the full stop Whisper puts after the words it heard so far."""
+    words = words.strip().rstrip(".,;:!?…").strip()
+    return words if len(words.split()) >= 2 else ""
+
+
+def cached_prefix(llama: Any, tokens: list[int]) -> int:
+    """How many of `tokens` llama.cpp's KV cache already holds (their common prefix)."""
+    same = 0
+    for a, b in zip(llama._input_ids, tokens, strict=False):
+        if int(a) != b:
+            break
+        same += 1
+    return same
+
+
+def synchronize(llama: Any) -> None:
+    """Wait for llama.cpp's queued work, so it is done (and counted in its perf figures) now."""
+    try:
+        import llama_cpp
+
+        llama_cpp.llama_synchronize(llama._ctx.ctx)
+    except Exception:  # an optional call in llama.cpp builds
+        pass
 
 
 def eval_ahead(llama: Any, tokens: list[int], keep_going: Callable[[], bool] = lambda: True) -> int:
@@ -455,11 +459,7 @@ def eval_ahead(llama: Any, tokens: list[int], keep_going: Callable[[], bool] = l
     many were evaluated. In pieces of PARTIAL_PIECE_TOKENS, stopping when `keep_going()` turns
     false. The caller holds the model's lock. A later `Llama.generate` reuses the longest
     common prefix, as it does between turns."""
-    same = 0
-    for a, b in zip(llama._input_ids, tokens, strict=False):
-        if int(a) != b:
-            break
-        same += 1
+    same = cached_prefix(llama, tokens)
     llama.n_tokens = same  # the next eval drops the cache after this point
     done = 0
     for i in range(same, len(tokens), PARTIAL_PIECE_TOKENS):
@@ -468,13 +468,22 @@ def eval_ahead(llama: Any, tokens: list[int], keep_going: Callable[[], bool] = l
         piece = tokens[i:i + PARTIAL_PIECE_TOKENS]
         llama.eval(piece)
         done += len(piece)
-    try:
-        import llama_cpp
-
-        llama_cpp.llama_synchronize(llama._ctx.ctx)  # so the work is done (and counted) now
-    except Exception:  # an optional call in llama.cpp builds
-        pass
+    synchronize(llama)
     return done
+
+
+def eval_ahead_soon(work: Callable[[], int], words: str) -> None:
+    """Run `work` (a `prefill_partial`) in a worker thread, from the event loop; it is an
+    optimisation, so a failure is logged and the turn evaluates its prompt itself."""
+
+    def run() -> None:
+        try:
+            if n := work():
+                logger.debug("evaluated %d tokens ahead for the words so far: %r", n, words)
+        except Exception as e:
+            logger.warning("evaluating the words so far failed: %s", e)
+
+    asyncio.get_running_loop().run_in_executor(None, run)
 
 
 class LlamaStream(llm.LLMStream):

@@ -25,7 +25,7 @@ from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConn
 from livekit.agents.utils import shortuuid
 
 from ..priority import VOICE_FIRST
-from .llama_llm import eval_ahead
+from .llama_llm import cached_prefix, eval_ahead, eval_ahead_soon, unfinished
 
 logger = logging.getLogger("parley.interpreter.translate")
 
@@ -73,7 +73,7 @@ class LlamaTranslator:
         # `prefill_partial` renders the request itself (ChatML); only if that is exactly what
         # llama-cpp-python's own chat handler evaluated for the warm-up.
         warm = self._request_tokens("Hello.", "en", "es", self._opts.style, end=True)
-        self.ahead_ok = [int(t) for t in self._llm._input_ids[: len(warm)]] == warm
+        self.ahead_ok = cached_prefix(self._llm, warm) == len(warm)
         if not self.ahead_ok:
             logger.info("translator: this chat template is not plain ChatML; no evaluation ahead of the speaker")
         logger.info("translator %s loaded in %.2fs", opts.model_path.name, time.perf_counter() - t0)
@@ -175,8 +175,8 @@ class LlamaTranslator:
         """Evaluate the request for the words heard so far while the speaker goes on, so that
         the utterance's translation evaluates only what came after them (as the conversation
         LLM's `prefill_partial`); returns how many tokens. Skipped while a translation runs."""
-        words = text.strip().rstrip(".,;:!?…").strip()  # the sentence goes on: no full stop yet
-        if not getattr(self, "ahead_ok", False) or len(words.split()) < 2:
+        words = unfinished(text)
+        if not self.ahead_ok or not words:
             return 0
         tokens = self._request_tokens(words, source, target, self._opts.style, end=False)
         if len(tokens) + self._opts.max_tokens >= self._opts.n_ctx or not self._lock.acquire(blocking=False):
@@ -191,16 +191,7 @@ class LlamaTranslator:
     def prefill_partial_soon(self, text: str, source: str, target: str,
                              keep_going: Callable[[], bool] = lambda: True) -> None:
         """`prefill_partial` in a worker thread (from the event loop)."""
-
-        def run() -> None:
-            try:
-                n = self.prefill_partial(text, source, target, keep_going)
-                if n:
-                    logger.debug("evaluated %d tokens of the words so far: %r", n, text)
-            except Exception as e:  # an optimisation: the translation evaluates its prompt itself
-                logger.warning("prefill of the words so far failed: %s", e)
-
-        asyncio.get_running_loop().run_in_executor(None, run)
+        eval_ahead_soon(lambda: self.prefill_partial(text, source, target, keep_going), text)
 
     def _ask(self, text: str, source: str, target: str, style: str) -> str:
         with self._lock:
