@@ -40,7 +40,9 @@ from harness.devstack import ROOT, LiveKitServer, Worker  # noqa: E402
 QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
 AUDIO = ROOT / "tests" / "fixtures" / "audio"
 LONG = AUDIO / "long_question.wav"
-SETTLE_S = 3.0  # after a clip with no reply yet: how long the agent may still take to answer
+SETTLE_S = 3.0
+# perf_counter -> wall clock for this process (the worker's report stamps are wall-clock times)
+WALL = time.time() - time.perf_counter()  # after a clip with no reply yet: how long the agent may still take to answer
 
 
 def pct(values: list[float], q: float) -> float:
@@ -93,7 +95,9 @@ class Bench:
 
     async def questions(self, calls: dict[str, list[dict[str, Any]]]) -> None:
         for call_id, clips in calls.items():
-            async with open_call(self.opts()) as live:
+            opts = self.opts()
+            rows: list[dict[str, Any]] = []
+            async with open_call(opts) as live:
                 st: CallState = live.state
                 g = await await_greeting(st, live.joined_at, 30.0)
                 self.emit({"set": "greeting", "call": call_id, "latency_ms": g["latency_ms"]})
@@ -102,10 +106,38 @@ class Bench:
                     await live.mic.done
                     got = await _wait(st, lambda s1=s1: st.first_speech_after(s1) is not None, 15.0)
                     first = st.first_speech_after(s1) if got else None
-                    self.emit({"set": "questions", "file": clip["file"],
-                               "latency_ms": round((first - s1) * 1000, 1) if first else None})
+                    rows.append({"set": "questions", "file": clip["file"],
+                                 "latency_ms": round((first - s1) * 1000, 1) if first else None,
+                                 # wall clock, to line up with the worker's report (same machine)
+                                 "_speech_end": s1 + WALL, "_first_heard": first + WALL if first else None})
                     if first:
                         await _wait(st, lambda: _reply_done(st, s1), 30.0)
+            await self.transport(opts.room, rows)
+            for row in rows:
+                self.emit({k: v for k, v in row.items() if not k.startswith("_")})
+
+    async def transport(self, room: str, rows: list[dict[str, Any]]) -> None:
+        """Split each turn's latency at the worker: `inbound_ms` from the caller's last sound to the
+        worker's end-of-speech stamp (transport, jitter buffer and the VAD's reading of the end),
+        `agent_ms` the worker's own end of speech to first frame out (its e2e), `outbound_ms` from
+        that frame to the caller hearing it. Only when the report has one user turn per clip."""
+        rep = await self.report(room)
+        if rep is None:
+            return
+        msgs = [i for i in rep["chat_history"]["items"] if i.get("type") == "message"]
+        users = [m for m in msgs if m.get("role") == "user"]
+        if len(users) != len(rows):
+            return
+        for row, user in zip(rows, users, strict=True):
+            stopped = (user.get("metrics") or {}).get("stopped_speaking_at")
+            reply = next((m for m in msgs if m.get("role") == "assistant"
+                          and (m.get("metrics") or {}).get("started_speaking_at", 0) > (stopped or 1e18)), None)
+            started = (reply.get("metrics") or {}).get("started_speaking_at") if reply else None
+            if stopped is None or started is None or row["_first_heard"] is None:
+                continue
+            row["inbound_ms"] = round((stopped - row["_speech_end"]) * 1000, 1)
+            row["agent_ms"] = round((started - stopped) * 1000, 1)
+            row["outbound_ms"] = round((row["_first_heard"] - started) * 1000, 1)
 
     async def pause(self, clips: list[dict[str, Any]]) -> None:
         for clip in clips:
@@ -210,6 +242,9 @@ def report(rows: list[dict[str, Any]]) -> None:
     q = [r for r in rows if r.get("set") == "questions"]
     if q:
         print(f"unanswered questions: {sum(1 for r in q if r['latency_ms'] is None)}/{len(q)}")
+        print(summary("  of which caller -> worker's end of speech", vals("questions", "inbound_ms")))
+        print(summary("  of which worker's end of speech -> first frame out", vals("questions", "agent_ms")))
+        print(summary("  of which first frame out -> caller hears it", vals("questions", "outbound_ms")))
     p = [r for r in rows if r.get("set") == "pause"]
     if p:
         cut = sum(1 for r in p if r["cut_off"])
