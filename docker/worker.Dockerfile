@@ -34,12 +34,11 @@ RUN pip install -c constraints.txt --find-links "$(bash scripts/build-llama-whee
     && python -c "from agent import models; models.whisper_tiny_en(); models.smollm2_gguf(); models.piper_joe(); models.check_installed('tiny.en', 'qwen2.5-0.5b', 'qwen2.5-1.5b')"
 
 FROM ${PYTHON_IMAGE} AS runtime
-# tini: PID 1 that hands SIGTERM to the worker (which then drains its calls) and reaps
-# orphans. espeak-ng: interpreter mode's voice for languages Piper's packaged voice does not
-# speak (agent/providers/espeak_tts.py). No libgomp1: llama.cpp is built without OpenMP and
-# CTranslate2 ships its own.
+# libgomp1: llama.cpp's OpenMP threads. tini: PID 1 that hands SIGTERM to the worker
+# (which then drains its calls) and reaps orphans. espeak-ng: interpreter mode's voice for
+# languages Piper's packaged voice does not speak (agent/providers/espeak_tts.py).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini espeak-ng \
+    && apt-get install -y --no-install-recommends libgomp1 tini espeak-ng \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 parley \
     && useradd --system --uid 10001 --gid parley --home-dir /nonexistent --shell /usr/sbin/nologin parley \

@@ -12,13 +12,9 @@
 # faults on. Each level has its own folder, so a wheel is never reused on a CPU it was not
 # chosen for.
 #
-# Without OpenMP (GGML_OPENMP=OFF): ggml then runs a graph on threads of its own that spin at
-# the graph's barriers and end with it. With OpenMP's passive wait (agent/__init__.py, which
-# CTranslate2 needs) each barrier put the second thread to sleep and woke it again, so a reply
-# was written faster on one thread than on two. Qwen 0.5B on 2 cores
-# (scripts/bench_llama_threads.py): 38-45 tokens/s on two ggml threads against 22-28 on one
-# OpenMP thread, 32-35 against 24-28 beside a thread busy 30 % of the time; 25-token prompt
-# 123-141 ms against 187-209. The folder name carries it, so an OpenMP wheel is never reused.
+# Kept with OpenMP (llama.cpp's default). Without it (GGML_OPENMP=OFF) ggml's threads spin at
+# every barrier of a graph: twice as fast alone, but two calls decoding at once on 2 cores
+# wrote 6-7 tokens/s each against 29.5 (README, "Latency", session 16).
 set -euo pipefail
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 PIP="${1:-.venv/bin/pip}"
@@ -39,14 +35,14 @@ case "$LEVEL" in
   *) echo "PARLEY_LLAMA_CPU=$LEVEL: use auto, x86-64-v3 or avx512-vnni" >&2; exit 2 ;;
 esac
 
-DIR="${PARLEY_WHEEL_DIR:-$HOME/.cache/parley/wheels}/llama-cpp-python-$VERSION-$LEVEL-noomp"
+DIR="${PARLEY_WHEEL_DIR:-$HOME/.cache/parley/wheels}/llama-cpp-python-$VERSION-$LEVEL"
 if ls "$DIR"/llama_cpp_python-"$VERSION"-*.whl >/dev/null 2>&1; then
   echo "$DIR"; exit 0
 fi
 mkdir -p "$DIR"
 echo "==> building llama-cpp-python $VERSION from source for $LEVEL (about 5 minutes on 2 cores)" >&2
 start=$(date +%s)
-CMAKE_ARGS="$ARGS -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+CMAKE_ARGS="$ARGS -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
   "$PIP" wheel --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$DIR" "llama-cpp-python==$VERSION" >&2
 echo "==> llama-cpp-python wheel ready in $(( $(date +%s) - start ))s: $DIR" >&2

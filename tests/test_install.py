@@ -20,7 +20,7 @@ def wheel_dir(tmp_path: Path, *, level: str = "auto", flags: str = ZEN4_FLAGS) -
     """Run the script with a wheel already built for each level (so nothing compiles)."""
     wheels = tmp_path / "wheels"
     for name in ("x86-64-v3", "avx512-vnni"):
-        d = wheels / f"llama-cpp-python-{VERSION}-{name}-noomp"
+        d = wheels / f"llama-cpp-python-{VERSION}-{name}"
         d.mkdir(parents=True, exist_ok=True)
         (d / f"llama_cpp_python-{VERSION}-py3-none-linux_x86_64.whl").write_bytes(b"")
     cpuinfo = tmp_path / "cpuinfo"
@@ -40,13 +40,13 @@ def wheel_dir(tmp_path: Path, *, level: str = "auto", flags: str = ZEN4_FLAGS) -
 def test_auto_picks_the_level_the_cpu_runs(tmp_path: Path, flags: str, level: str):
     done = wheel_dir(tmp_path, flags=flags)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(tmp_path / "wheels" / f"llama-cpp-python-{VERSION}-{level}-noomp")
+    assert done.stdout.strip() == str(tmp_path / "wheels" / f"llama-cpp-python-{VERSION}-{level}")
 
 
 def test_a_forced_level_wins_over_the_cpu(tmp_path: Path):
     done = wheel_dir(tmp_path, level="x86-64-v3", flags=ZEN4_FLAGS)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().endswith(f"llama-cpp-python-{VERSION}-x86-64-v3-noomp")
+    assert done.stdout.strip().endswith(f"llama-cpp-python-{VERSION}-x86-64-v3")
 
 
 def test_an_unknown_level_is_one_line_and_builds_nothing(tmp_path: Path):
@@ -54,13 +54,3 @@ def test_an_unknown_level_is_one_line_and_builds_nothing(tmp_path: Path):
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.strip() == "PARLEY_LLAMA_CPU=native: use auto, x86-64-v3 or avx512-vnni"
-
-
-def test_the_installed_llama_cpp_runs_graphs_on_its_own_threads():
-    """The wheel `make install` put in place was built without OpenMP (see the script's header:
-    with OpenMP's passive wait a second decode thread cost more than it computed)."""
-    import llama_cpp
-
-    info = llama_cpp.llama_print_system_info().decode()
-    assert "AVX2 = 1" in info, info  # the line lists the build's CPU features
-    assert "OPENMP = 1" not in info, f"llama.cpp was built with OpenMP: {info}"

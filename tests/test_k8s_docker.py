@@ -137,7 +137,7 @@ def test_worker_image_starts_in_production_mode_and_drains():
     assert runtime.last("CMD").value == ("start",), "`start`: production mode, drains on SIGTERM"
     stop = runtime.last("STOPSIGNAL")
     assert stop is None or stop.value == ("SIGTERM",)
-    assert "tini" in runtime.run_text()
+    assert "tini" in runtime.run_text() and "libgomp1" in runtime.run_text()
     expose = runtime.last("EXPOSE")
     from agent.settings import Settings
 

@@ -154,11 +154,11 @@ async def test_llama_streams_tokens(llama):
     assert len(chunks) > 3, chunks
 
 
-def test_llama_writes_and_reads_prompts_on_all_its_threads(llama, settings):
-    # Without OpenMP (scripts/build-llama-wheel.sh) a second thread speeds up writing a reply
-    # as well as reading a prompt; with OpenMP's passive wait it had slowed writing down.
+def test_llama_writes_on_one_thread_and_reads_prompts_on_all(llama, settings):
+    # Decoding one token a step on two OpenMP threads that sleep between the step's
+    # operations was slower than on one (README, session 14); prompts gain from more.
     params = llama._llama.context_params  # what llama.cpp's context was created with
-    assert (params.n_threads, params.n_threads_batch) == (settings.llm_threads, settings.llm_threads)
+    assert (params.n_threads, params.n_threads_batch) == (1, settings.llm_threads)
 
 
 async def test_llama_interrupted_stream_frees_the_model(llama):

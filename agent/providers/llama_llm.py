@@ -56,10 +56,13 @@ PARTIAL_PIECE_TOKENS = 6
 class LlamaOptions:
     model_path: Path
     n_ctx: int = 4096
-    # Threads for evaluating a prompt and for writing the reply. llama.cpp is built without OpenMP
-    # (scripts/build-llama-wheel.sh), so a second thread speeds up writing too: Qwen 0.5B on
-    # 2 cores wrote 38-45 tokens/s on two threads against 22-28 on one with the OpenMP build.
-    n_threads: int = 2
+    n_threads: int = 2  # evaluating a prompt (several tokens a step)
+    # Writing the reply, one token a step, on one thread: with OpenMP's passive wait (agent/__init__.py)
+    # a second thread costs more in wake-ups at each of the step's barriers than it computes.
+    # Measured on 2 cores, Qwen 0.5B (scripts/bench_llama_threads.py): 24-31 tokens/s on one thread
+    # against 23-24 on two, 27-28 against 18-19 beside a thread busy 30 % of the time; prompts
+    # still evaluate on n_threads.
+    decode_threads: int = 1
     n_batch: int = 256
     max_tokens: int = 96
     temperature: float = 0.0  # greedy: short factual answers, reproducible tests
@@ -151,7 +154,7 @@ class LlamaLLM(llm.LLM):
         self._llama = Llama(
             model_path=str(opts.model_path),
             n_ctx=opts.n_ctx,
-            n_threads=opts.n_threads,
+            n_threads=opts.decode_threads,
             n_threads_batch=opts.n_threads,
             n_batch=opts.n_batch,
             verbose=False,
