@@ -40,9 +40,9 @@ from harness.devstack import ROOT, LiveKitServer, Worker  # noqa: E402
 QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
 AUDIO = ROOT / "tests" / "fixtures" / "audio"
 LONG = AUDIO / "long_question.wav"
-SETTLE_S = 3.0
+SETTLE_S = 3.0  # after a clip with no reply yet: how long the agent may still take to answer
 # perf_counter -> wall clock for this process (the worker's report stamps are wall-clock times)
-WALL = time.time() - time.perf_counter()  # after a clip with no reply yet: how long the agent may still take to answer
+WALL = time.time() - time.perf_counter()
 
 
 def pct(values: list[float], q: float) -> float:
