@@ -50,6 +50,9 @@ WHISPER_LANGUAGES = frozenset(
     "ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue".split())
 
 
+# The least PARLEY_VAD_MIN_SILENCE livekit-agents accepts beside a streaming turn detector
+# (voice/audio_recognition.py: inference.eot.base.MIN_SILENCE_DURATION_MS + 50 ms).
+VAD_MIN_SILENCE_FLOOR = 0.25
 # Interpreter mode's default translator (agent/models.py), by the names it answers to.
 BIG_TRANSLATOR = ("qwen2.5-1.5b", "qwen2.5-coder-1.5b")
 
@@ -153,7 +156,10 @@ class Settings(BaseSettings):
     chat_per_minute: float = Field(20.0, gt=0.0, alias="PARLEY_CHAT_PER_MINUTE")
     # Spoken when a local model raises mid-call (agent/faults.py); empty = stay silent.
     failure_apology: str = Field(DEFAULT_FAILURE_APOLOGY, alias="PARLEY_FAILURE_APOLOGY")
-    vad_min_silence: float = Field(0.25, ge=0.0, alias="PARLEY_VAD_MIN_SILENCE")
+    # Silence that ends the VAD's speech segment. livekit-agents refuses a streaming turn
+    # detector (ours, agent/providers/turn_detector.py) a VAD below its own 200 ms + 50 ms, and
+    # it does so when each call's session starts: every call would fail, so the worker refuses.
+    vad_min_silence: float = Field(0.25, ge=VAD_MIN_SILENCE_FLOOR, alias="PARLEY_VAD_MIN_SILENCE")
     endpointing_min_delay: float = Field(0.2, ge=0.0, alias="PARLEY_MIN_ENDPOINTING_DELAY")
     endpointing_max_delay: float = Field(2.0, ge=0.0, alias="PARLEY_MAX_ENDPOINTING_DELAY")
     # Caller speech that pauses the agent (barge-in); the words then decide (agent/barge_in.py).

@@ -21,3 +21,15 @@ def test_installed_framework_is_the_pinned_one():
     assert compat.FRAMEWORK_VERSION == compat.TESTED_WITH, (
         f"livekit-agents {compat.FRAMEWORK_VERSION} is installed; agent/compat.py was checked against "
         f"{compat.TESTED_WITH}: re-check every internal it uses, then update TESTED_WITH")
+
+
+def test_vad_floor_is_the_frameworks():
+    """PARLEY_VAD_MIN_SILENCE is refused below the least the framework's turn detection accepts;
+    below it, livekit-agents raises when each call's session starts."""
+    from livekit.agents.inference.eot.base import MIN_SILENCE_DURATION_MS
+
+    from agent.settings import VAD_MIN_SILENCE_FLOOR
+
+    assert (MIN_SILENCE_DURATION_MS + 50) / 1000 == VAD_MIN_SILENCE_FLOOR, (
+        f"livekit-agents {compat.FRAMEWORK_VERSION} asks a VAD min_silence_duration of at least "
+        f"{(MIN_SILENCE_DURATION_MS + 50) / 1000}s beside a streaming turn detector: update agent/settings.py")
