@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Tuned on SmolLM2-135M: it follows short, concrete prompts; longer rule lists make it ramble.
@@ -231,6 +231,18 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"{', '.join(unknown)}: not a language Whisper recognises (ISO 639-1 codes, e.g. en,es)")
         return ",".join(codes)
+
+    @field_validator("stt_language", mode="after")
+    @classmethod
+    def _stt_language(cls, v: str, info: ValidationInfo) -> str:
+        # Checked here: Whisper itself only refuses an unknown code at the first turn, and
+        # tiny.en would ignore any other language without a word.
+        code = v.strip().lower()
+        if code not in WHISPER_LANGUAGES:
+            raise ValueError(f"{v}: not a language Whisper recognises (an ISO 639-1 code, e.g. en, es)")
+        if code != "en" and str(info.data.get("stt_model", "")).strip().lower() in ("tiny.en", "tiny"):
+            raise ValueError(f"{code}: Whisper tiny.en hears English only; set PARLEY_STT_MODEL=base for {code}")
+        return code
 
     @field_validator("log_level", mode="before")
     @classmethod

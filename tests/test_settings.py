@@ -36,7 +36,8 @@ def test_dotenv_is_read_and_env_wins(clean_env, tmp_path):
 @pytest.mark.parametrize(
     ("var", "value"),
     [("PARLEY_STT", "whisperx"), ("PARLEY_DRAIN_TIMEOUT", "soon"), ("PARLEY_FALLBACK", "maybe"),
-     ("PARLEY_VAD_MIN_SILENCE", "-1"), ("PARLEY_VAD_MIN_SILENCE", "0.15"), ("PARLEY_PIPELINE", "duplex")],
+     ("PARLEY_VAD_MIN_SILENCE", "-1"), ("PARLEY_VAD_MIN_SILENCE", "0.15"), ("PARLEY_PIPELINE", "duplex"),
+     ("PARLEY_STT_LANGUAGE", "xx"), ("PARLEY_STT_LANGUAGE", "es")],  # es: tiny.en (the default) hears English only
 )
 def test_invalid_values_name_the_variable(clean_env, var, value):
     clean_env.setenv(var, value)
