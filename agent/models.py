@@ -71,8 +71,12 @@ def whisper_base(model_dir: Path) -> Path:
     return target
 
 
+# The names PARLEY_STT_MODEL gives the packaged English-only Whisper (tiny.en).
+ENGLISH_ONLY_WHISPER = ("tiny.en", "tiny")
+
+
 def whisper_model(name: str, model_dir: Path) -> Path:
-    if name in ("tiny.en", "tiny"):
+    if name in ENGLISH_ONLY_WHISPER:
         return whisper_tiny_en()
     if name == "base":
         return whisper_base(model_dir)

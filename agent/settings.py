@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .models import ENGLISH_ONLY_WHISPER
+
 # Tuned on SmolLM2-135M: it follows short, concrete prompts; longer rule lists make it ramble.
 DEFAULT_INSTRUCTIONS = (
     "You are Parley, a helpful voice assistant talking with a user on the phone. "
@@ -53,6 +55,7 @@ WHISPER_LANGUAGES = frozenset(
 # The least PARLEY_VAD_MIN_SILENCE livekit-agents accepts beside a streaming turn detector
 # (voice/audio_recognition.py: inference.eot.base.MIN_SILENCE_DURATION_MS + 50 ms).
 VAD_MIN_SILENCE_FLOOR = 0.25
+
 # Interpreter mode's default translator (agent/models.py), by the names it answers to.
 BIG_TRANSLATOR = ("qwen2.5-1.5b", "qwen2.5-coder-1.5b")
 
@@ -240,7 +243,7 @@ class Settings(BaseSettings):
         code = v.strip().lower()
         if code not in WHISPER_LANGUAGES:
             raise ValueError(f"{v}: not a language Whisper recognises (an ISO 639-1 code, e.g. en, es)")
-        if code != "en" and str(info.data.get("stt_model", "")).strip().lower() in ("tiny.en", "tiny"):
+        if code != "en" and str(info.data.get("stt_model", "")).strip().lower() in ENGLISH_ONLY_WHISPER:
             raise ValueError(f"{code}: Whisper tiny.en hears English only; set PARLEY_STT_MODEL=base for {code}")
         return code
 

@@ -45,6 +45,12 @@ def test_invalid_values_name_the_variable(clean_env, var, value):
         Settings.load()
 
 
+def test_stt_language_with_a_multilingual_whisper(clean_env):
+    clean_env.setenv("PARLEY_STT_MODEL", "base")
+    clean_env.setenv("PARLEY_STT_LANGUAGE", " ES ")
+    assert Settings.load().stt_language == "es"
+
+
 def test_cloud_selection_turns_fallback_on(clean_env):
     clean_env.setenv("PARLEY_LLM", "openai")
     assert Settings.load().fallback is True
