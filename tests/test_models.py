@@ -47,6 +47,15 @@ def test_unknown_stt_model_is_a_clear_error(tmp_path):
         models.whisper_model("large-v9", tmp_path)
 
 
+def test_worker_start_checks_a_whisper_directory(tmp_path):
+    """Before, a PARLEY_STT_MODEL directory without a model was found by each job process the
+    worker started, one traceback after another, and the worker never took a call."""
+    with pytest.raises(models.ModelMissingError, match="PARLEY_STT_MODEL"):
+        models.check_installed(str(tmp_path / "nope"), "qwen2.5-0.5b")
+    (tmp_path / "model.bin").write_bytes(b"")
+    models.check_installed(str(tmp_path), "qwen2.5-0.5b")
+
+
 async def test_multilingual_base_is_reassembled_and_works(tmp_path, fixtures):
     path = models.whisper_base(tmp_path)
     size = (path / "model.bin").stat().st_size

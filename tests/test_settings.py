@@ -66,11 +66,13 @@ def test_masked_hides_secrets(clean_env):
 
 
 @pytest.mark.e2e  # starts a process
-def test_worker_refuses_bad_config_with_one_line():
+@pytest.mark.parametrize(("var", "value"), [("PARLEY_STT", "nope"), ("PARLEY_STT_MODEL", "/nonexistent/whisper")])
+def test_worker_refuses_bad_config_with_one_line(var, value):
     p = subprocess.run([str(BIN / "python"), "-m", "agent", "start"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PARLEY_STT": "nope"})
+                       text=True, timeout=60, env={"PATH": "/usr/bin:/bin", var: value})
     assert p.returncode != 0
-    assert "PARLEY_STT" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert var in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 @pytest.mark.e2e  # starts a process
