@@ -64,10 +64,12 @@ class SettingsError(ValueError):
     """A configuration value is missing or invalid (message names the variable)."""
 
 
-def one_line(e: ValidationError) -> str:
-    """The first validation error as `VARIABLE='value': reason` (what a person needs to fix it)."""
+def one_line(e: ValidationError, aliases: dict[str, str] | None = None) -> str:
+    """The first validation error as `VARIABLE='value': reason` (what a person needs to fix it).
+    `aliases` names a field by its variable where pydantic names it by the field (a default)."""
     err = e.errors()[0]
     name = ".".join(str(p) for p in err["loc"]) or "settings"
+    name = (aliases or {}).get(name, name)
     reason = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
     if isinstance(value, dict | SecretStr) or value is None:
@@ -247,6 +249,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{code}: Whisper tiny.en hears English only; set PARLEY_STT_MODEL=base for {code}")
         return code
 
+    @field_validator("endpointing_max_delay", mode="after")
+    @classmethod
+    def _endpointing_order(cls, v: float, info: ValidationInfo) -> float:
+        # The framework would wait longer after a finished turn than after an unfinished one.
+        low = info.data.get("endpointing_min_delay")
+        if low is not None and v < low:
+            raise ValueError(f"less than PARLEY_MIN_ENDPOINTING_DELAY ({low:g} s); the wait for an unfinished "
+                             "turn must be at least the wait for a finished one")
+        return v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
@@ -286,7 +298,7 @@ class Settings(BaseSettings):
         try:
             return cls(**overrides)
         except ValidationError as e:
-            raise SettingsError(one_line(e)) from None
+            raise SettingsError(one_line(e, {n: f.alias for n, f in cls.model_fields.items() if f.alias})) from None
 
     # One variable, one meaning: these read the selected provider's value or its default.
     @property

@@ -45,6 +45,14 @@ def test_invalid_values_name_the_variable(clean_env, var, value):
         Settings.load()
 
 
+def test_endpointing_delays_in_order(clean_env):
+    clean_env.setenv("PARLEY_MIN_ENDPOINTING_DELAY", "3")
+    with pytest.raises(SettingsError, match="PARLEY_MAX_ENDPOINTING_DELAY"):
+        Settings.load()
+    clean_env.setenv("PARLEY_MAX_ENDPOINTING_DELAY", "3")
+    assert Settings.load().endpointing_max_delay == 3.0
+
+
 def test_stt_language_with_a_multilingual_whisper(clean_env):
     clean_env.setenv("PARLEY_STT_MODEL", "base")
     clean_env.setenv("PARLEY_STT_LANGUAGE", " ES ")
