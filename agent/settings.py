@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .models import ENGLISH_ONLY_WHISPER
+from .models import ENGLISH_ONLY_WHISPER, QWEN25_05B_NAMES, QWEN25_15B_NAMES, SMOLLM2_NAMES
 
 # Tuned on SmolLM2-135M: it follows short, concrete prompts; longer rule lists make it ramble.
 DEFAULT_INSTRUCTIONS = (
@@ -27,7 +27,7 @@ DEFAULT_INSTRUCTIONS = (
     "Remember what the user tells you, such as their name."
 )
 # The packaged local LLMs PARLEY_LLM_MODEL can name (agent/models.py llm_gguf), default first.
-LOCAL_LLM_NAMES = ("qwen2.5-0.5b", "smollm2-135m", "qwen2.5-coder-0.5b", "qwen", "smollm2", "smollm")
+LOCAL_LLM_NAMES = (QWEN25_05B_NAMES[0], SMOLLM2_NAMES[0], *QWEN25_05B_NAMES[1:], *SMOLLM2_NAMES[1:])
 DEFAULT_LOCAL_LLM = LOCAL_LLM_NAMES[0]
 DEFAULT_GREETING = "Hello, this is Parley. How can I help you today?"
 DEFAULT_SIP_GREETING = "Thanks for calling Parley. How can I help you today?"
@@ -57,7 +57,7 @@ WHISPER_LANGUAGES = frozenset(
 VAD_MIN_SILENCE_FLOOR = 0.25
 
 # Interpreter mode's default translator (agent/models.py), by the names it answers to.
-BIG_TRANSLATOR = ("qwen2.5-1.5b", "qwen2.5-coder-1.5b")
+BIG_TRANSLATOR = QWEN25_15B_NAMES
 
 
 class SettingsError(ValueError):
