@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import sys
 import time
@@ -43,58 +42,9 @@ from agent.audio import resample  # noqa: E402
 from agent.providers.llama_llm import LlamaLLM, LlamaOptions  # noqa: E402
 from agent.providers.whisper_stt import WhisperOptions, WhisperSTT  # noqa: E402
 from harness.audio import read_wav  # noqa: E402
+from harness.scoring import condition, edit_distance, matches, normalize_words  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
-
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-_SPELLING = {"colour": "color", "colours": "colors", "grey": "gray", "favourite": "favorite",
-             "okay": "ok", "mm": "mhm", "hmm": "mhm"}
-
-
-def _num_words(n: int) -> str:
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + _num_words(n % 100))
-    return str(n)
-
-
-def normalize_words(text: str) -> list[str]:
-    """Lower case, no punctuation, numbers as words, one spelling: WER counts words, not style."""
-    t = text.lower().replace("’", "'").replace("-", " ")
-    t = re.sub(r"\d+", lambda m: " " + _num_words(int(m.group())) + " ", t)
-    t = re.sub(r"[^a-z' ]+", " ", t)
-    words = [w.strip("'") for w in t.split()]
-    return [_SPELLING.get(w, w) for w in words if w]
-
-
-def edit_distance(ref: list[str], hyp: list[str]) -> int:
-    d = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, d[0] = d[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
-    return d[len(hyp)]
-
-
-def matches(expect: Any, reply: str) -> bool:
-    """The manifest's `expect`: {"any": [...]} / {"all": [...]}, items strings or nested expects."""
-    if expect is None:
-        return True
-    if isinstance(expect, str):
-        text = " " + " ".join(normalize_words(reply)) + " "
-        alts = {" " + " ".join(normalize_words(expect)) + " "}
-        return any(a in text for a in alts) or expect.lower() in reply.lower()
-    if "any" in expect:
-        return any(matches(e, reply) for e in expect["any"])
-    if "all" in expect:
-        return all(matches(e, reply) for e in expect["all"])
-    raise ValueError(f"unknown expect {expect!r}")
-
 
 def pct(values: list[float], q: float) -> float:
     if not values:
@@ -115,10 +65,6 @@ def speech_segment(path: Path) -> np.ndarray:
         a, b = bounds
         pcm = pcm[max(0, int((a - 0.2) * 16000)): int((b + 0.3) * 16000)]
     return pcm.astype(np.float32) / 32768.0
-
-
-def condition(item: dict[str, Any]) -> str:
-    return "phone" if item.get("phone") else ("noise" if item.get("noise") else "clean")
 
 
 def load_questions(directory: Path) -> list[dict[str, Any]]:

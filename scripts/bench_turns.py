@@ -7,7 +7,10 @@ loopback, driven by the simulated caller (harness/call.py) with the question fix
 
 Prints one JSON line per measurement and a summary per set (median and p90):
 - questions: greeting latency (join -> first agent audio) and turn latency (last
-  non-silent caller sample -> first agent audio) for every call of the question set;
+  non-silent caller sample -> first agent audio) for every call of the question set; from
+  the worker's session reports, where each turn's time went, the word error rate of what
+  the worker heard (after Opus and WebRTC, unlike scripts/bench_models.py) and how many
+  replies give the expected answer;
 - pause: false cut-off rate: agent audio heard before the caller finished a question
   that has a 0.6-1.2 s silence inside it;
 - barge: a long reply, then each interruption clip while the agent talks: time from the
@@ -36,6 +39,7 @@ from agent.audio import resample  # noqa: E402
 from harness.audio import read_wav  # noqa: E402
 from harness.call import RATE, CallOptions, CallState, _reply_done, _wait, await_greeting, open_call  # noqa: E402
 from harness.devstack import ROOT, LiveKitServer, Worker  # noqa: E402
+from harness.scoring import condition, edit_distance, matches, normalize_words  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
 AUDIO = ROOT / "tests" / "fixtures" / "audio"
@@ -108,19 +112,24 @@ class Bench:
                     first = st.first_speech_after(s1) if got else None
                     rows.append({"set": "questions", "file": clip["file"],
                                  "latency_ms": round((first - s1) * 1000, 1) if first else None,
+                                 "_clip": clip,
                                  # wall clock, to line up with the worker's report (same machine)
                                  "_speech_end": s1 + WALL, "_first_heard": first + WALL if first else None})
                     if first:
                         await _wait(st, lambda: _reply_done(st, s1), 30.0)
-            await self.transport(opts.room, rows)
+            await self.from_report(opts.room, rows)
             for row in rows:
                 self.emit({k: v for k, v in row.items() if not k.startswith("_")})
 
-    async def transport(self, room: str, rows: list[dict[str, Any]]) -> None:
-        """Split each turn's latency at the worker: `inbound_ms` from the caller's last sound to the
-        worker's end-of-speech stamp (transport, jitter buffer and the VAD's reading of the end),
-        `agent_ms` the worker's own end of speech to first frame out (its e2e), `outbound_ms` from
-        that frame to the caller hearing it. Only when the report has one user turn per clip."""
+    async def from_report(self, room: str, rows: list[dict[str, Any]]) -> None:
+        """What the worker's session report says of each turn, when it has one user turn per clip.
+
+        Latency split at the worker: `inbound_ms` from the caller's last sound to the worker's
+        end-of-speech stamp (transport, jitter buffer and the VAD's reading of the end), `agent_ms`
+        the worker's own end of speech to first frame out (its e2e), `outbound_ms` from that frame
+        to the caller hearing it. Recognition and answer in the call: `heard` (the worker's
+        transcript, after Opus and WebRTC), its word errors against the clip's text, the
+        `reply` and whether it gives what the clip's `expect` asks for (`correct`, graded clips)."""
         rep = await self.report(room)
         if rep is None:
             return
@@ -132,6 +141,15 @@ class Bench:
             stopped = (user.get("metrics") or {}).get("stopped_speaking_at")
             reply = next((m for m in msgs if m.get("role") == "assistant"
                           and (m.get("metrics") or {}).get("started_speaking_at", 0) > (stopped or 1e18)), None)
+            clip = row["_clip"]
+            heard = " ".join(user.get("content") or [])
+            ref = normalize_words(clip["text"])
+            row.update({"condition": condition(clip), "heard": heard,
+                        "word_errors": edit_distance(ref, normalize_words(heard)), "words": len(ref)})
+            if reply is not None:
+                row["reply"] = " ".join(reply.get("content") or [])
+                if clip.get("expect") is not None:
+                    row["correct"] = matches(clip["expect"], row["reply"])
             started = (reply.get("metrics") or {}).get("started_speaking_at") if reply else None
             if stopped is None or started is None or row["_first_heard"] is None:
                 continue
@@ -245,6 +263,17 @@ def report(rows: list[dict[str, Any]]) -> None:
         print(summary("  of which caller -> worker's end of speech", vals("questions", "inbound_ms")))
         print(summary("  of which worker's end of speech -> first frame out", vals("questions", "agent_ms")))
         print(summary("  of which first frame out -> caller hears it", vals("questions", "outbound_ms")))
+        scored = [r for r in q if "word_errors" in r]
+        if scored:
+            def wer(cond: str) -> str:
+                sel = [r for r in scored if cond == "all" or r["condition"] == cond]
+                return f"{sum(r['word_errors'] for r in sel) / max(1, sum(r['words'] for r in sel)):.3f}"
+            print(f"word error rate in the calls (the worker's transcripts): {wer('all')} "
+                  f"(clean {wer('clean')}, noise {wer('noise')}, phone {wer('phone')}; {len(scored)} turns)")
+        graded = [r for r in q if "correct" in r]
+        if graded:
+            right = sum(1 for r in graded if r["correct"])
+            print(f"answered right in the calls: {right}/{len(graded)} = {right / len(graded):.0%}")
     p = [r for r in rows if r.get("set") == "pause"]
     if p:
         cut = sum(1 for r in p if r["cut_off"])

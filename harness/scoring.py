@@ -1,0 +1,66 @@
+"""How the benchmarks score the question set (tests/fixtures/questions/manifest.json): words for
+the word error rate, and whether a reply gives what a clip's `expect` asks for.
+
+Used by scripts/bench_models.py (the models alone) and scripts/bench_turns.py (whole calls), so
+a figure from one can be set beside the other. parley-eval scores its scenarios on its own
+(harness/eval/checks.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_SPELLING = {"colour": "color", "colours": "colors", "grey": "gray", "favourite": "favorite",
+             "okay": "ok", "mm": "mhm", "hmm": "mhm"}
+
+
+def _num_words(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + _num_words(n % 100))
+    return str(n)
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower case, no punctuation, numbers as words, one spelling: WER counts words, not style."""
+    t = text.lower().replace("’", "'").replace("-", " ")
+    t = re.sub(r"\d+", lambda m: " " + _num_words(int(m.group())) + " ", t)
+    t = re.sub(r"[^a-z' ]+", " ", t)
+    words = [w.strip("'") for w in t.split()]
+    return [_SPELLING.get(w, w) for w in words if w]
+
+
+def edit_distance(ref: list[str], hyp: list[str]) -> int:
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)]
+
+
+def matches(expect: Any, reply: str) -> bool:
+    """The manifest's `expect`: {"any": [...]} / {"all": [...]}, items strings or nested expects."""
+    if expect is None:
+        return True
+    if isinstance(expect, str):
+        text = " " + " ".join(normalize_words(reply)) + " "
+        alts = {" " + " ".join(normalize_words(expect)) + " "}
+        return any(a in text for a in alts) or expect.lower() in reply.lower()
+    if "any" in expect:
+        return any(matches(e, reply) for e in expect["any"])
+    if "all" in expect:
+        return all(matches(e, reply) for e in expect["all"])
+    raise ValueError(f"unknown expect {expect!r}")
+
+
+def condition(item: dict[str, Any]) -> str:
+    """clean, noise or phone: the recording condition of a question clip."""
+    return "phone" if item.get("phone") else ("noise" if item.get("noise") else "clean")
