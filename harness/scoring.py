@@ -11,27 +11,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+from harness.eval.checks import number_words
+
 _SPELLING = {"colour": "color", "colours": "colors", "grey": "gray", "favourite": "favorite",
              "okay": "ok", "mm": "mhm", "hmm": "mhm"}
-
-
-def _num_words(n: int) -> str:
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + _num_words(n % 100))
-    return str(n)
 
 
 def normalize_words(text: str) -> list[str]:
     """Lower case, no punctuation, numbers as words, one spelling: WER counts words, not style."""
     t = text.lower().replace("’", "'").replace("-", " ")
-    t = re.sub(r"\d+", lambda m: " " + _num_words(int(m.group())) + " ", t)
+    t = re.sub(r"\d+", lambda m: " " + number_words(int(m.group())) + " ", t)
     t = re.sub(r"[^a-z' ]+", " ", t)
     words = [w.strip("'") for w in t.split()]
     return [_SPELLING.get(w, w) for w in words if w]

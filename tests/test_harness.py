@@ -39,3 +39,26 @@ def test_a_port_held_by_a_listener_is_never_handed_out() -> None:
     finally:
         for s in held:
             s.close()
+
+
+def test_question_set_scoring_counts_words_not_style() -> None:
+    from harness.scoring import edit_distance, normalize_words
+
+    assert normalize_words("What's 7 plus 15? Grey-blue colour.") == \
+        ["what's", "seven", "plus", "fifteen", "gray", "blue", "color"]
+    ref = normalize_words("How many legs does a spider have?")
+    assert edit_distance(ref, normalize_words("how many legs does a spider have")) == 0
+    assert edit_distance(ref, normalize_words("How many legs done aside to have?")) == 3
+    assert edit_distance(ref, []) == len(ref)
+
+
+def test_question_set_scoring_reads_expect_trees() -> None:
+    from harness.scoring import matches
+
+    either = {"any": ["12", "twelve"]}
+    assert matches(either, "Seven plus five is 12.") and matches(either, "That makes twelve.")
+    assert not matches(either, "It is eleven.")
+    both = {"all": [{"any": ["cairo"]}, {"any": ["4", "four"]}]}
+    assert matches(both, "The capital of Egypt is Cairo, and two plus two is 4.")
+    assert not matches(both, "The capital of Egypt is Cairo.")
+    assert matches(None, "anything at all")
