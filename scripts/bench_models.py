@@ -7,6 +7,9 @@ tests/fixtures/questions (the "questions" clips). Prints, per round and as media
   order, in one conversation, so memory questions see the earlier turns);
 - LLM time to first token at turn 1 and turn 10 of one conversation (skills off, so every turn
   reaches the model);
+- who is who (part "roles", text only): after a self-introduction, is the caller's name said back
+  to them a turn later (not claimed as the agent's), and is a statement about the caller answered
+  rather than echoed;
 - RSS of this process with the models loaded.
 
     .venv/bin/python scripts/bench_models.py --rounds 3
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
@@ -145,6 +149,62 @@ async def run_ttft(model: LlamaLLM, items: list[dict[str, Any]], instructions: s
     return [s.ttft_s for _, s in replies]
 
 
+# Who is who, in text (part "roles"): a caller introduces themself after the greeting and asks for
+# their name a turn later; a caller tells something about themself. Written for this check (names
+# and sentences not in the fixtures). A small model tends to say the caller's words back as its own
+# ("My name is Parley.", "I have two cats.").
+ROLE_NAMES = ["Robert", "Jessica", "Tom", "Ahmed", "Lucy", "Carlos", "Mei", "Peter", "Grace", "Omar", "Kofi",
+              "Ingrid", "Raj", "Elena", "Yusuf"]
+ROLE_INTROS = ["Hi, my name is {n}. Nice to meet you.", "Hello, I'm {n}.", "Hey, this is {n} calling.",
+               "Good evening, my name is {n}.", "Hi there, I am {n}.", "My name is {n}, please remember it.",
+               "Hello there, it's {n} here.", "Hi, I'm {n}, nice to meet you.", "Good afternoon, this is {n}.",
+               "Hey, my name's {n}.", "{n} here.", "Hi, {n} speaking.", "Morning! I'm {n}.", "This is {n}.",
+               "Hello, my name is {n}."]
+ROLE_ASKS = ["What is my name?", "Do you know who I am?"]
+ROLE_FACTS = ["I'm calling about my order.", "I just moved to Berlin.", "It's raining here today.", "I have two cats.",
+              "My favourite colour is green.", "I work as a nurse.", "I'm planning a trip to Peru.",
+              "My car broke down this morning.", "I'm learning to play the guitar.", "My daughter starts school tomorrow."]
+
+
+def _claims(reply: str, name: str) -> bool:
+    """The reply gives the caller's name as the agent's own ("I'm Omar", "My name is Omar")."""
+    return bool(re.search(rf"\b(i'm|i am|my name is|my name's)\s+{name.lower()}\b", reply.lower()))
+
+
+def _echoes(reply: str, said: str) -> bool:
+    """The reply adds at most one word to what the caller said, or speaks of it as the agent's."""
+    said_words = set(normalize_words(said))
+    return len(set(normalize_words(reply)) - said_words) <= 1 or "parley's" in reply.lower()
+
+
+async def run_roles(model: LlamaLLM, instructions: str, greeting: str) -> dict[str, Any]:
+    rows = []
+    for i, form in enumerate(ROLE_INTROS):
+        name = ROLE_NAMES[i % len(ROLE_NAMES)]
+        ctx = llm.ChatContext()
+        ctx.add_message(role="system", content=instructions)
+        ctx.add_message(role="assistant", content=greeting)
+        ctx.add_message(role="user", content=form.format(n=name))
+        first = await reply_to(model, ctx)
+        ctx.add_message(role="assistant", content=first)
+        ask = ROLE_ASKS[i % len(ROLE_ASKS)]
+        ctx.add_message(role="user", content=ask)
+        reply = await reply_to(model, ctx)
+        rows.append({"kind": "name", "said": f"{form.format(n=name)} / {ask}", "reply": f"{first} / {reply}",
+                     "ok": name.lower() in reply.lower() and not _claims(reply, name) and not _claims(first, name)})
+    for fact in ROLE_FACTS:
+        ctx = llm.ChatContext()
+        ctx.add_message(role="system", content=instructions)
+        ctx.add_message(role="assistant", content=greeting)
+        ctx.add_message(role="user", content=fact)
+        reply = await reply_to(model, ctx)
+        rows.append({"kind": "statement", "said": fact, "reply": reply, "ok": not _echoes(reply, fact)})
+    names = [r for r in rows if r["kind"] == "name"]
+    facts = [r for r in rows if r["kind"] == "statement"]
+    return {"rows": rows, "names_ok": sum(r["ok"] for r in names), "names": len(names),
+            "statements_ok": sum(r["ok"] for r in facts), "statements": len(facts)}
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -183,7 +243,7 @@ async def main() -> int:
     p.add_argument("--ttft-turns", type=int, default=10)
     p.add_argument("--instructions", default=cfg.instructions)
     p.add_argument("--model-dir", type=Path, default=cfg.model_dir)
-    p.add_argument("--skip", default="", help="comma list of parts to skip: stt,text,heard,ttft")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: stt,text,heard,ttft,roles")
     p.add_argument("--no-trim", action="store_true", help="whole clips (with their silences), not VAD-like segments")
     p.add_argument("--json", type=Path, help="write every row here")
     p.add_argument("--verbose", "-v", action="store_true", help="print each transcript and reply")
@@ -201,7 +261,7 @@ async def main() -> int:
                                     prompt=a.stt_prompt))
     t_stt = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model = None if skip >= {"text", "heard", "ttft"} else LlamaLLM(LlamaOptions(model_path=models.llm_gguf(a.llm_model, a.model_dir), skills=not a.no_skills,
+    model = None if skip >= {"text", "heard", "ttft", "roles"} else LlamaLLM(LlamaOptions(model_path=models.llm_gguf(a.llm_model, a.model_dir), skills=not a.no_skills,
                                   warmup_system=a.instructions))
     t_llm = time.perf_counter() - t0
     print(f"# {len(items)} questions from {a.questions}; stt={a.stt_model} beam={a.beam} windows={a.windows} "
@@ -259,6 +319,17 @@ async def main() -> int:
             line.append(f"TTFT turn 1 {ttft[0] * 1000:.0f} ms, turn {len(ttft)} {ttft[-1] * 1000:.0f} ms "
                         f"(prompt {model.last_stats.prompt_tokens} tok, evaluated {model.last_stats.evaluated_tokens})")
             dump.append({"round": rnd, "part": "ttft", "ttft_s": ttft})
+        if "roles" not in skip:
+            roles = await run_roles(model, a.instructions, cfg.greeting)
+            add("names_said_back", roles["names_ok"] / roles["names"])
+            add("statements_answered", roles["statements_ok"] / roles["statements"])
+            line.append(f"who is who: the caller's name said back {roles['names_ok']}/{roles['names']}, "
+                        f"statements answered, not echoed {roles['statements_ok']}/{roles['statements']}")
+            if a.verbose and rnd == 0:
+                for r in roles["rows"]:
+                    if not r["ok"]:
+                        print(f"  BAD(roles) {r['said']!r} -> {r['reply']!r}")
+            dump.append({"round": rnd, "part": "roles", **roles})
         print(" ".join(line), flush=True)
 
     print("# summary over rounds (median, p90)")

@@ -59,6 +59,23 @@ def test_stt_language_with_a_multilingual_whisper(clean_env):
     assert Settings.load().stt_language == "es"
 
 
+def test_packaged_llms_by_name_and_their_job_memory(clean_env):
+    assert Settings.load().job_memory_limit_mb == 2048
+    for name in ("qwen2.5-1.5b", "Qwen2.5-Coder-1.5B"):
+        clean_env.setenv("PARLEY_LLM_MODEL", name)
+        s = Settings.load()
+        # a packaged model's name, not a file path; its ~1.8 GB gets the 3 GB job limit
+        assert s.local_llm_path is None and s.job_memory_limit_mb == 3072
+    clean_env.setenv("PARLEY_JOB_MEMORY_LIMIT_MB", "2500")
+    assert Settings.load().job_memory_limit_mb == 2500
+    clean_env.delenv("PARLEY_JOB_MEMORY_LIMIT_MB")
+    clean_env.setenv("PARLEY_LLM_MODEL", "smollm2-135m")
+    assert Settings.load().job_memory_limit_mb == 2048
+    clean_env.setenv("PARLEY_LLM_MODEL", "qwen2.5-1.5b")
+    clean_env.setenv("PARLEY_LLM", "openai")  # then PARLEY_LLM_MODEL names a cloud model
+    assert Settings.load().job_memory_limit_mb == 2048
+
+
 def test_cloud_selection_turns_fallback_on(clean_env):
     clean_env.setenv("PARLEY_LLM", "openai")
     assert Settings.load().fallback is True
