@@ -4,12 +4,16 @@
     python3 scripts/make_fixtures.py audio     [--out DIR] [--compare DIR]
     python3 scripts/make_fixtures.py questions [--out DIR] [--compare DIR]
     python3 scripts/make_fixtures.py all
+    python3 scripts/make_fixtures.py heldout   --out DIR
 
 `audio` renders every clip listed in tests/fixtures/audio/manifest.json (text, voice, words
 per minute, silences, phone version, digital silence, pink noise) into --out (default: that
 folder, in place). `questions` renders issue 9's question set, defined in QUESTION_CALLS,
 PAUSE_CALLS, BACKCHANNELS and INTERRUPTIONS below, into tests/fixtures/questions with its
-manifest.json. `--compare DIR` then checks the result against the clips in DIR (format equal,
+manifest.json. `heldout` renders HELD_OUT (30 other questions, each in three of the question set's
+voice/speed/condition combinations) into DIR only: a check that no setting was fitted to the
+fixture clips (`scripts/bench_models.py --questions DIR`); it is never kept in the repo, so
+nothing can be tuned on it by accident. `--compare DIR` then checks the result against the clips in DIR (format equal,
 duration within 5 %) and exits 1 when they differ.
 
 Deterministic: espeak-ng is; sox runs with -R (fixed seed for dither and noise), so the same
@@ -439,6 +443,52 @@ CONDITIONS = ["clean", "noise", "clean", "phone"]
 PAUSES_S = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
 
 
+# Questions for `heldout`: same kinds as QUESTION_CALLS, none of their sentences.
+HELD_OUT: list[tuple[str, Expect]] = [
+    ("What is the capital of Germany?", any_of("berlin")),
+    ("How many eyes does a cat have?", num("2", "two")),
+    ("What is four plus nine?", num("13", "thirteen")),
+    ("Which season comes after winter?", any_of("spring")),
+    ("What colour is a lemon?", any_of("yellow")),
+    ("What is the opposite of wet?", any_of("dry")),
+    ("How many hours are in a day?", num("24", "twenty four")),
+    ("Count from five to eight.", all_of(num("5", "five"), num("6", "six"), num("7", "seven"), num("8", "eight"))),
+    ("What is twelve minus five?", num("7", "seven")),
+    ("Which animal barks?", any_of("dog")),
+    ("What is the capital of Kenya?", any_of("nairobi")),
+    ("How many sides does a triangle have?", num("3", "three")),
+    ("What do cows drink?", any_of("water")),
+    ("What is the opposite of early?", any_of("late")),
+    ("What is three times seven?", num("21", "twenty one")),
+    ("Which month comes before June?", any_of("may")),
+    ("What colour is the sun?", any_of("yellow", "white", "orange")),
+    ("Where do fish live?", any_of("water", "sea", "ocean", "river", "lake")),
+    ("What is ten plus ten?", num("20", "twenty")),
+    ("What day comes after Monday?", any_of("tuesday")),
+    ("How many minutes are in an hour?", num("60", "sixty")),
+    ("What is the opposite of light?", any_of("dark", "heavy")),
+    ("Which planet is closest to the sun?", any_of("mercury")),
+    ("Name a fruit that is yellow.", any_of("banana", "lemon", "pineapple", "mango")),
+    ("What is fifteen divided by three?", num("5", "five")),
+    ("How many toes do people have?", num("10", "ten")),
+    ("What is the capital of Spain?", any_of("madrid")),
+    ("At what temperature does water freeze?", any_of("zero", "0", "thirty two", "32")),
+    ("Tell me the opposite of young.", any_of("old")),
+    ("Which bird says quack?", any_of("duck")),
+]
+
+
+def heldout_entries() -> list[dict[str, Any]]:
+    entries = []
+    for n, (text, expect) in enumerate(HELD_OUT, 1):
+        for k in range(3):
+            cond = call_conditions(3 * n + k)
+            cond["words_per_minute"] = WPMS[(5 * n + 3 * k) % len(WPMS)]
+            entries.append(clip_entry(f"h{n:02d}{'abc'[k]}", "questions", f"h{n:02d}{'abc'[k]}", 1, "q", "heldout",
+                                      text, expect, cond))
+    return entries
+
+
 def call_conditions(index: int) -> dict[str, Any]:
     """Voice, speed, noise and phone of the index-th call: one caller per call, so the turns
     of a memory call share them. Cycles of different lengths so no voice always gets noise."""
@@ -559,15 +609,30 @@ def cmd_questions(out: Path | None, ref: Path | None) -> bool:
     return compare(out_dir, ref, [e["file"] for e in done]) if ref else True
 
 
+def cmd_heldout(out: Path) -> bool:
+    entries = heldout_entries()
+    check_unused(entries)
+    fixtures = {e["text"].strip().lower() for e in question_entries()}
+    for e in entries:
+        if e["text"].strip().lower() in fixtures:
+            raise FixtureError(f"held-out {e['text']!r} is a sentence of the question set")
+    say(f"heldout: {len(entries)} clips -> {out}")
+    done = render_all(entries, out)
+    write_manifest(done, out / "manifest.json")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["audio", "questions", "all"])
+    parser.add_argument("what", choices=["audio", "questions", "all", "heldout"])
     parser.add_argument("--out", type=Path, help="output folder (default: the fixture folder, in place)")
     parser.add_argument("--compare", type=Path, metavar="DIR",
                         help="check format and duration (within 5 %%) against the clips in DIR")
     args = parser.parse_args(argv)
     if args.what == "all" and (args.out or args.compare):
         parser.error("--out/--compare need `audio` or `questions`")
+    if args.what == "heldout" and not args.out:
+        parser.error("heldout needs --out DIR (it is not kept in the repo)")
     if args.compare and not (args.compare / "manifest.json").is_file():
         parser.error(f"--compare {args.compare}: no manifest.json there")
     try:
@@ -576,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
             ok &= cmd_audio(args.out, args.compare)
         if args.what in ("questions", "all"):
             ok &= cmd_questions(args.out, args.compare)
+        if args.what == "heldout":
+            ok &= cmd_heldout(args.out)
     except FixtureError as e:
         print(f"make_fixtures: {e}", file=sys.stderr)
         return 2
