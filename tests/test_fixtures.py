@@ -193,3 +193,22 @@ def test_pause_set_marks_where_the_pause_is(questions: list[dict[str, Any]], wav
             # silence inside the pause, speech on both sides of it
             assert w.rms(start + 0.05, end - 0.05) < 50, e["file"]
             assert w.rms(start - 0.3, start) > 300 and w.rms(end, end + 0.3) > 300, e["file"]
+
+
+def test_held_out_questions_are_not_the_fixtures_and_not_written_into_the_repo(
+        questions: list[dict[str, Any]], audio_manifest: list[dict[str, Any]]) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_fixtures.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        import make_fixtures
+    finally:
+        sys.path.remove(str(script.parent))
+    held = make_fixtures.heldout_entries()
+    spoken = {str(e.get("text", "")).strip().lower() for e in [*questions, *audio_manifest]}
+    assert len(held) == 90 and not {e["text"].strip().lower() for e in held} & spoken
+    assert all(e["expect"] for e in held)
+    r = subprocess.run([sys.executable, str(script), "heldout"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "needs --out" in r.stderr
