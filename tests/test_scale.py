@@ -156,6 +156,9 @@ def test_two_nodes_three_workers_load_dispatch_and_crash_isolation(cluster, fixt
     # One cluster: node A lists the room created through node B, and rooms live on both nodes.
     through_b = next(c for c in calls if c.server is node_b)
     assert through_b.room in wait_for(lambda: through_b.room in room_names(node_a) and room_names(node_a), 10)
+    # A node logs a room's RTC session as its participants connect, which may follow the dispatch
+    # the loop above waited for: wait (bounded) until every room is seen on some node.
+    wait_for(lambda: all(hosts_room(node_a, c.room) or hosts_room(node_b, c.room) for c in calls), 15)
     hosts = {c.room: {n.port for n in (node_a, node_b) if hosts_room(n, c.room)} for c in calls}
     assert all(len(h) == 1 for h in hosts.values()) and set().union(*hosts.values()) == {node_a.port, node_b.port}, hosts
 
