@@ -209,7 +209,8 @@ def check_installed(stt_model: str, llm_model: str = "smollm2-135m", interpreter
 
 
 def _unknown_llm(name: str, setting: str) -> ModelMissingError:
-    return ModelMissingError(f"{setting}={name!r}: use 'qwen2.5-0.5b', 'qwen2.5-1.5b', 'smollm2-135m' or a path to a GGUF file")
+    usual = ", ".join(repr(n[0]) for n in (QWEN25_05B_NAMES, QWEN25_15B_NAMES, SMOLLM2_NAMES))
+    return ModelMissingError(f"{setting}={name!r}: use {usual} or a path to a GGUF file")
 
 
 def _check_llm(name: str, setting: str) -> None:

@@ -114,8 +114,8 @@ class Settings(BaseSettings):
     stt_window: float = Field(10.0, ge=0.0, le=30.0, alias="PARLEY_STT_WINDOW")
     # The model of the selected LLM: local, a name (qwen2.5-0.5b, smollm2-135m, qwen2.5-1.5b) or a
     # GGUF path; openai, a model name. The 1.5B (interpreter mode's translator, installed anyway)
-    # keeps who is who in a conversation far better than the 0.5B and answers as often right from
-    # a misheard transcript, for ~0.1 s more per turn and ~1 GB more per job process (README).
+    # keeps who is who in a conversation far better than the 0.5B and answers more questions right,
+    # for ~0.2 s more per turn and ~1 GB more per job process (README, "Latency", session 18).
     llm_model: str = Field("", alias="PARLEY_LLM_MODEL")
     # Arithmetic, counting, days, dates and time answered exactly by agent/skills.py (local LLM).
     llm_skills: bool = Field(True, alias="PARLEY_LLM_SKILLS")

@@ -40,9 +40,8 @@ def matches(expect: Any, reply: str) -> bool:
     if expect is None:
         return True
     if isinstance(expect, str):
-        text = " " + " ".join(normalize_words(reply)) + " "
-        alts = {" " + " ".join(normalize_words(expect)) + " "}
-        return any(a in text for a in alts) or expect.lower() in reply.lower()
+        words = " ".join(normalize_words(expect))
+        return f" {words} " in f" {' '.join(normalize_words(reply))} " or expect.lower() in reply.lower()
     if "any" in expect:
         return any(matches(e, reply) for e in expect["any"])
     if "all" in expect:
@@ -53,3 +52,16 @@ def matches(expect: Any, reply: str) -> bool:
 def condition(item: dict[str, Any]) -> str:
     """clean, noise or phone: the recording condition of a question clip."""
     return "phone" if item.get("phone") else ("noise" if item.get("noise") else "clean")
+
+
+CONDITIONS = ("all", "clean", "noise", "phone")
+
+
+def word_error_rates(rows: list[dict[str, Any]], errors: str = "errors") -> dict[str, float]:
+    """Word error rate over all rows and per condition: rows carry `condition`, `words` and their
+    word errors under `errors`."""
+    out = {}
+    for cond in CONDITIONS:
+        sel = [r for r in rows if cond == "all" or r["condition"] == cond]
+        out[cond] = sum(r[errors] for r in sel) / max(1, sum(r["words"] for r in sel))
+    return out

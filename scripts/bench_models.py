@@ -46,7 +46,7 @@ from agent.audio import resample  # noqa: E402
 from agent.providers.llama_llm import LlamaLLM, LlamaOptions  # noqa: E402
 from agent.providers.whisper_stt import WhisperOptions, WhisperSTT  # noqa: E402
 from harness.audio import read_wav  # noqa: E402
-from harness.scoring import condition, edit_distance, matches, normalize_words  # noqa: E402
+from harness.scoring import condition, edit_distance, matches, normalize_words, word_error_rates  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
 
@@ -113,9 +113,7 @@ def run_stt(stt: WhisperSTT, items: list[dict[str, Any]], directory: Path) -> di
         rows.append({"file": m["file"], "condition": condition(m), "text": r.text, "errors": edit_distance(ref, hyp),
                      "words": len(ref), "seconds": r.seconds, "audio_s": len(audio) / 16000, "window_s": r.window_s})
     out: dict[str, Any] = {"rows": rows}
-    for cond in ("all", "clean", "noise", "phone"):
-        sel = [r for r in rows if cond == "all" or r["condition"] == cond]
-        out[f"wer_{cond}"] = sum(r["errors"] for r in sel) / max(1, sum(r["words"] for r in sel))
+    out.update({f"wer_{cond}": rate for cond, rate in word_error_rates(rows).items()})
     secs = [r["seconds"] for r in rows]
     out["latency_median_s"], out["latency_p90_s"] = statistics.median(secs), pct(secs, 0.9)
     return out
@@ -149,7 +147,7 @@ async def run_ttft(model: LlamaLLM, items: list[dict[str, Any]], instructions: s
     return [s.ttft_s for _, s in replies]
 
 
-# Who is who, in text (part "roles"): a caller introduces themself after the greeting and asks for
+# Who is who, in text (part "roles"): a caller introduces themself and asks for
 # their name a turn later; a caller tells something about themself. Written for this check (names
 # and sentences not in the fixtures). A small model tends to say the caller's words back as its own
 # ("My name is Parley.", "I have two cats.").
@@ -177,27 +175,15 @@ def _echoes(reply: str, said: str) -> bool:
     return len(set(normalize_words(reply)) - said_words) <= 1 or "parley's" in reply.lower()
 
 
-async def run_roles(model: LlamaLLM, instructions: str, greeting: str) -> dict[str, Any]:
+async def run_roles(model: LlamaLLM, instructions: str) -> dict[str, Any]:
     rows = []
-    for i, form in enumerate(ROLE_INTROS):
-        name = ROLE_NAMES[i % len(ROLE_NAMES)]
-        ctx = llm.ChatContext()
-        ctx.add_message(role="system", content=instructions)
-        ctx.add_message(role="assistant", content=greeting)
-        ctx.add_message(role="user", content=form.format(n=name))
-        first = await reply_to(model, ctx)
-        ctx.add_message(role="assistant", content=first)
-        ask = ROLE_ASKS[i % len(ROLE_ASKS)]
-        ctx.add_message(role="user", content=ask)
-        reply = await reply_to(model, ctx)
-        rows.append({"kind": "name", "said": f"{form.format(n=name)} / {ask}", "reply": f"{first} / {reply}",
+    for i, (form, name) in enumerate(zip(ROLE_INTROS, ROLE_NAMES, strict=True)):
+        intro, ask = form.format(n=name), ROLE_ASKS[i % len(ROLE_ASKS)]
+        (first, _), (reply, _) = await converse(model, [intro, ask], instructions)
+        rows.append({"kind": "name", "said": f"{intro} / {ask}", "reply": f"{first} / {reply}",
                      "ok": name.lower() in reply.lower() and not _claims(reply, name) and not _claims(first, name)})
     for fact in ROLE_FACTS:
-        ctx = llm.ChatContext()
-        ctx.add_message(role="system", content=instructions)
-        ctx.add_message(role="assistant", content=greeting)
-        ctx.add_message(role="user", content=fact)
-        reply = await reply_to(model, ctx)
+        ((reply, _),) = await converse(model, [fact], instructions)
         rows.append({"kind": "statement", "said": fact, "reply": reply, "ok": not _echoes(reply, fact)})
     names = [r for r in rows if r["kind"] == "name"]
     facts = [r for r in rows if r["kind"] == "statement"]
@@ -320,7 +306,7 @@ async def main() -> int:
                         f"(prompt {model.last_stats.prompt_tokens} tok, evaluated {model.last_stats.evaluated_tokens})")
             dump.append({"round": rnd, "part": "ttft", "ttft_s": ttft})
         if "roles" not in skip:
-            roles = await run_roles(model, a.instructions, cfg.greeting)
+            roles = await run_roles(model, a.instructions)
             add("names_said_back", roles["names_ok"] / roles["names"])
             add("statements_answered", roles["statements_ok"] / roles["statements"])
             line.append(f"who is who: the caller's name said back {roles['names_ok']}/{roles['names']}, "

@@ -39,7 +39,7 @@ from agent.audio import resample  # noqa: E402
 from harness.audio import read_wav  # noqa: E402
 from harness.call import RATE, CallOptions, CallState, _reply_done, _wait, await_greeting, open_call  # noqa: E402
 from harness.devstack import ROOT, LiveKitServer, Worker  # noqa: E402
-from harness.scoring import condition, edit_distance, matches, normalize_words  # noqa: E402
+from harness.scoring import condition, edit_distance, matches, normalize_words, word_error_rates  # noqa: E402
 
 QUESTIONS = ROOT / "tests" / "fixtures" / "questions"
 AUDIO = ROOT / "tests" / "fixtures" / "audio"
@@ -265,11 +265,9 @@ def report(rows: list[dict[str, Any]]) -> None:
         print(summary("  of which first frame out -> caller hears it", vals("questions", "outbound_ms")))
         scored = [r for r in q if "word_errors" in r]
         if scored:
-            def wer(cond: str) -> str:
-                sel = [r for r in scored if cond == "all" or r["condition"] == cond]
-                return f"{sum(r['word_errors'] for r in sel) / max(1, sum(r['words'] for r in sel)):.3f}"
-            print(f"word error rate in the calls (the worker's transcripts): {wer('all')} "
-                  f"(clean {wer('clean')}, noise {wer('noise')}, phone {wer('phone')}; {len(scored)} turns)")
+            wer = word_error_rates(scored, errors="word_errors")
+            print(f"word error rate in the calls (the worker's transcripts): {wer['all']:.3f} (clean "
+                  f"{wer['clean']:.3f}, noise {wer['noise']:.3f}, phone {wer['phone']:.3f}; {len(scored)} turns)")
         graded = [r for r in q if "correct" in r]
         if graded:
             right = sum(1 for r in graded if r["correct"])
