@@ -173,7 +173,8 @@ class InterpreterModels:
         t0 = time.perf_counter()
         pair = settings.interpreter_pair
         whisper = WhisperInterpreterSTT(InterpreterSTTOptions(
-            model_path=models.whisper_model("base", settings.model_dir), languages=pair))
+            model_path=models.whisper_model("base", settings.model_dir), languages=pair,
+            phone_noise_floor_db=settings.stt_phone_noise_floor_db))
         # The text model translates every direction (Whisper's own translate task, into
         # English only, measured far less faithful: see README "Interpreter mode").
         translator = LlamaTranslator(TranslatorOptions(model_path=models.llm_gguf(

@@ -120,7 +120,8 @@ def bench_models(limit: int, work: Path, llm_model: str = "qwen2.5-1.5b") -> dic
 
     settings = Settings.load()
     path = models.whisper_model("base", settings.model_dir)
-    whispers = {b: WhisperInterpreterSTT(InterpreterSTTOptions(path, beam_size=b, translate_to_english=True))
+    whispers = {b: WhisperInterpreterSTT(InterpreterSTTOptions(path, beam_size=b, translate_to_english=True,
+                                                               phone_noise_floor_db=settings.stt_phone_noise_floor_db))
                 for b in (1, 5)}
     translator = LlamaTranslator(TranslatorOptions(models.llm_gguf(llm_model, settings.model_dir)))
     out: dict = {}

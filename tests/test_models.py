@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from agent import models
+from agent.audio import resample
 from agent.providers.whisper_stt import WhisperOptions, WhisperSTT
 from harness.audio import read_wav
 from tests.test_providers import frame_of
@@ -146,8 +147,9 @@ QUESTIONS = Path(__file__).parent / "fixtures" / "questions"
     "q01_capital_italy.wav",  # clean, en-gb-x-rp at 140 wpm
     "q18_name_sofia_1_noise.wav",  # pink noise
     # 8 kHz µ-law phone line: that the phone path decodes and is heard at all; tiny.en mishears
-    # most phone clips of this set (WER ~0.5, README), so this is one it hears, not a sample.
-    "q28_name_olivia_1_8k_ulaw.wav",
+    # many phone clips of this set (WER ~0.35 with the phone noise floor, README), so this is one
+    # it hears (without the floor: "What's in the biggest life in our thoughts of the system?").
+    "q16_largest_planet_8k_ulaw.wav",
     "q29_add_10_15.wav",
 ])
 async def test_default_stt_hears_question_set_clips(default_stt, name):
@@ -156,6 +158,25 @@ async def test_default_stt_hears_question_set_clips(default_stt, name):
     ev = await default_stt.recognize([frame_of(QUESTIONS / name)])
     text = ev.alternatives[0].text
     assert wer(manifest[name]["text"], text) <= 0.15, (manifest[name]["text"], text)
+
+
+async def test_phone_noise_floor_pays_its_way_on_phone_clips(default_stt, settings_default):
+    """The pink noise put under phone-band speech (PARLEY_STT_PHONE_NOISE_FLOOR_DB) must still cut
+    tiny.en's errors on the question set's 8 kHz clips: measured 0.35 against 0.43-0.55 without."""
+    from agent.providers import local_stt
+
+    plain = local_stt(settings_default.model_copy(update={"stt_phone_noise_floor_db": 0.0}))
+    phone = [m for m in json.loads((QUESTIONS / "manifest.json").read_text())
+             if m.get("set", "questions") == "questions" and m["file"].endswith("_8k_ulaw.wav")]
+    assert len(phone) >= 10
+    errors = {"floor": 0.0, "plain": 0.0}
+    for m in phone:
+        clip = read_wav(QUESTIONS / m["file"])
+        audio = resample(clip.pcm, clip.sample_rate, 16000).astype(np.float32) / 32768.0
+        for key, stt in (("floor", default_stt), ("plain", plain)):
+            text = (await asyncio.to_thread(stt.transcribe, audio, "en")).text
+            errors[key] += wer(m["text"], text) * len(words(m["text"]))
+    assert errors["floor"] < errors["plain"], errors
 
 
 async def test_short_window_is_used_for_a_short_turn(default_stt, fixtures):

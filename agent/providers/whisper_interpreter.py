@@ -27,6 +27,7 @@ from livekit.agents import stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import is_given
 
+from ..audio import band_limited, with_noise_floor
 from .whisper_stt import drop_repeated_sentences, to_whisper_input
 
 logger = logging.getLogger("parley.interpreter.stt")
@@ -51,6 +52,7 @@ class InterpreterSTTOptions:
     translate_to_english: bool = False
     max_tokens_per_s: float = 8.0
     no_speech_threshold: float = 0.6
+    phone_noise_floor_db: float = 40.0  # as WhisperOptions: under phone-band speech; 0: none
 
 
 @dataclass
@@ -99,6 +101,8 @@ class WhisperInterpreterSTT(stt.STT):
 
     def encode(self, audio: np.ndarray) -> Any:
         audio = audio[: int(max(self._opts.windows_s) * SAMPLE_RATE)]  # an utterance, not a recording
+        if self._opts.phone_noise_floor_db > 0 and band_limited(audio):
+            audio = with_noise_floor(audio, self._opts.phone_noise_floor_db)
         need = len(audio) / SAMPLE_RATE + self._opts.window_margin_s
         window = next((w for w in sorted(self._opts.windows_s) if w >= need), max(self._opts.windows_s))
         frames = int(window * FRAMES_PER_SECOND)
