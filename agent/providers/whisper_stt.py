@@ -30,7 +30,7 @@ from livekit import rtc
 from livekit.agents import stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
-from ..audio import band_limited, resample, with_noise_floor
+from ..audio import band_limited, high_band_db, resample, with_noise_floor
 
 logger = logging.getLogger("parley.stt")
 
@@ -226,8 +226,10 @@ class WhisperSTT(stt.STT):
         audio = to_whisper_input(buffer)
         lang = language if isinstance(language, str) and language else self._opts.language
         result = await asyncio.to_thread(self.transcribe, audio, lang)
-        logger.debug("stt %.2fs audio, window %.0fs, %.0f ms: %r", len(audio) / SAMPLE_RATE, result.window_s,
-                     result.seconds * 1000, result.text)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("stt %.2fs audio, window %.0fs, %.0f ms, band above 4 kHz %.0f dB: %r",
+                         len(audio) / SAMPLE_RATE, result.window_s, result.seconds * 1000, high_band_db(audio),
+                         result.text)
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             alternatives=[stt.SpeechData(language=result.language or lang, text=result.text,
@@ -258,7 +260,8 @@ def _norm_words(text: str) -> list[str]:
 def drop_repeated_sentences(text: str) -> str:
     """Whisper's decoding loop: a sentence of 3+ words said once comes out twice in a row
     ("La playa está cerca del hotel. La playa está cerca del hotel"), mostly when the window
-    holds more silence than speech. Keep the first; short repeats ("Stop. Stop.") are speech."""
+    holds more silence than speech. Keep the first; short repeats ("Stop. Stop.") are speech.
+    The same for an unfinished repeat of the sentence's start at the end."""
     words = _norm_words(text)
     half = len(words) // 2
     if len(words) % 2 == 0 and half >= 3 and words[:half] == words[half:]:
@@ -272,6 +275,12 @@ def drop_repeated_sentences(text: str) -> str:
         if not (kept and len(norm) >= 3 and norm == last):
             kept.append(sentence)
         last = norm
+    # The loop cut off by the token limit: "What is the largest planet in our solar system? What
+    # is the largest planet in our" (an unfinished start of the sentence before it).
+    if len(kept) >= 2 and not kept[-1].rstrip().endswith((".", "!", "?")):
+        tail, before = _norm_words(kept[-1]), _norm_words(kept[-2])
+        if 3 <= len(tail) < len(before) and before[: len(tail)] == tail:
+            kept.pop()
     return "".join(kept).strip()
 
 
