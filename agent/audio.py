@@ -35,14 +35,14 @@ def _pink_noise() -> np.ndarray:
     return (noise / np.sqrt(np.mean(noise * noise))).astype(np.float32)
 
 
-# Phone-band speech sits at -48 to -80 dB (high_band_db), wide-band speech at -14 to -37 dB: halfway.
+# Phone-band speech sits at -44 to -80 dB (high_band_db), wide-band speech at -14 to -37 dB: halfway.
 PHONE_BAND_DB = -42.0
 
 
 def high_band_db(audio: np.ndarray, rate: int = 16000) -> float:
     """Power in 4.3-7.8 kHz against 0.3-3.4 kHz, in dB: -75 to -80 for the question set's phone
-    clips (8 kHz audio, upsampled), -48 to -63 after Opus and WebRTC, -15 to -37 for wide-band
-    speech, clean or noisy. 0 for audio too short or silent to tell."""
+    clips (8 kHz audio, upsampled), -44 to -63 in calls (after Opus and WebRTC), -14 to -37 for
+    wide-band speech, clean or noisy. 0 for audio too short or silent to tell."""
     if len(audio) < rate // 10:
         return 0.0
     power = np.abs(np.fft.rfft(audio.astype(np.float64))) ** 2
@@ -64,8 +64,8 @@ def with_noise_floor(audio: np.ndarray, below_db: float, rate: int = 16000) -> n
     above -40 dBFS), from 0.2 s before its first sound to 0.3 s after its last. Whisper learnt from
     recordings, which always have a noise floor; a phone line's audio, upsampled, leaves the band
     above 4 kHz empty, log-mel frames Whisper rarely saw. A floor 40 dB down cut tiny.en's word
-    error rate on the question set's phone clips from 0.49 to 0.35 and on held-out phone clips
-    from 0.53 to 0.46 (README "Latency", session 19). Not over the silence around the speech: a
+    error rate on the question set's phone clips from 0.47-0.55 to 0.35-0.39 and on held-out phone
+    clips from 0.50-0.55 to 0.45 (README "Latency", session 19). Not over the silence around the speech: a
     call's segment holds ~0.5 s of it, where Whisper went on to say the sentence again."""
     if below_db <= 0 or len(audio) == 0:
         return audio

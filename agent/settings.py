@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     stt_window: float = Field(10.0, ge=0.0, le=30.0, alias="PARLEY_STT_WINDOW")
     # Phone-band speech (nothing above 4 kHz) gets pink noise this many dB under it before Whisper
     # hears it; 0 = none. It fills the empty band as a recording's noise floor would: tiny.en's word
-    # error rate on the question set's phone clips 0.49 -> 0.35 (README, "Latency", session 19).
+    # error rate on the question set's phone clips ~0.5 -> 0.35-0.39 (README, "Latency", session 19).
     stt_phone_noise_floor_db: float = Field(40.0, ge=0.0, le=80.0, alias="PARLEY_STT_PHONE_NOISE_FLOOR_DB")
     # The model of the selected LLM: local, a name (qwen2.5-0.5b, smollm2-135m, qwen2.5-1.5b) or a
     # GGUF path; openai, a model name. The 1.5B (interpreter mode's translator, installed anyway)
