@@ -79,3 +79,15 @@ def with_noise_floor(audio: np.ndarray, below_db: float, rate: int = 16000) -> n
     out = audio.astype(np.float32, copy=True)
     out[start:end] += np.resize(_pink_noise(), end - start) * (level * 10 ** (-below_db / 20))
     return out
+
+
+def phone_noise_floor(audio: np.ndarray, below_db: float) -> np.ndarray:
+    """What Whisper hears: phone-band speech with the noise floor under it, anything else as is."""
+    if below_db > 0 and band_limited(audio):
+        return with_noise_floor(audio, below_db)
+    return audio
+
+
+def prepare_noise_floor() -> None:
+    """Make the noise at start-up (a 30 s FFT, ~30 ms), not in a call's first phone turn."""
+    _pink_noise()

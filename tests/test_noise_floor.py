@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.audio import band_limited, resample, with_noise_floor
+from agent.audio import band_limited, phone_noise_floor, resample, with_noise_floor
 from harness.audio import read_wav
 
 RATE = 16000
@@ -55,6 +55,10 @@ def test_phone_audio_is_told_from_wide_band(fixtures):
     assert not band_limited(at_16k("capital_france.wav"))
     assert not band_limited(at_16k("pink_noise_5s.wav"))
     assert not band_limited(np.zeros(RATE, np.float32)) and not band_limited(np.zeros(10, np.float32))
+    # What Whisper hears: the floor under the phone clip only, and only when asked for.
+    phone, wide = at_16k("capital_france_8k_ulaw.wav"), at_16k("capital_france.wav")
+    assert phone_noise_floor(wide, 40.0) is wide and phone_noise_floor(phone, 0.0) is phone
+    assert not np.array_equal(phone_noise_floor(phone, 40.0), phone)
 
 
 def test_no_floor_when_off_empty_or_silent():

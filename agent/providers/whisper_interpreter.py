@@ -27,7 +27,7 @@ from livekit.agents import stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import is_given
 
-from ..audio import band_limited, with_noise_floor
+from ..audio import phone_noise_floor, prepare_noise_floor
 from .whisper_stt import drop_repeated_sentences, to_whisper_input
 
 logger = logging.getLogger("parley.interpreter.stt")
@@ -81,6 +81,8 @@ class WhisperInterpreterSTT(stt.STT):
             raise ValueError(f"{opts.model_path}: interpreter mode needs a multilingual Whisper model (base)")
         self._tokenizer_cls = Tokenizer
         self._tokenizers: dict[tuple[str, str], Any] = {}
+        if opts.phone_noise_floor_db > 0:
+            prepare_noise_floor()
         for w in opts.windows_s:  # CTranslate2 allocates per input shape: pay for it now
             self.interpret(np.zeros(int(SAMPLE_RATE * max(w - opts.window_margin_s, 0.5)), np.float32))
         logger.info("interpreter whisper %s loaded in %.2fs", opts.model_path.name, time.perf_counter() - t0)
@@ -101,8 +103,7 @@ class WhisperInterpreterSTT(stt.STT):
 
     def encode(self, audio: np.ndarray) -> Any:
         audio = audio[: int(max(self._opts.windows_s) * SAMPLE_RATE)]  # an utterance, not a recording
-        if self._opts.phone_noise_floor_db > 0 and band_limited(audio):
-            audio = with_noise_floor(audio, self._opts.phone_noise_floor_db)
+        audio = phone_noise_floor(audio, self._opts.phone_noise_floor_db)
         need = len(audio) / SAMPLE_RATE + self._opts.window_margin_s
         window = next((w for w in sorted(self._opts.windows_s) if w >= need), max(self._opts.windows_s))
         frames = int(window * FRAMES_PER_SECOND)

@@ -30,7 +30,7 @@ from livekit import rtc
 from livekit.agents import stt, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
-from ..audio import band_limited, high_band_db, resample, with_noise_floor
+from ..audio import high_band_db, phone_noise_floor, prepare_noise_floor, resample
 
 logger = logging.getLogger("parley.stt")
 
@@ -114,6 +114,8 @@ class WhisperSTT(stt.STT):
         # recognition took 170-180 ms where the next took 115). The smallest window only: it holds
         # nearly every turn, and each pass costs ~0.15 s of loading. Quiet noise, not zeros:
         # silence is no turn (has_sound) and never reached the model, which left the warm-up a no-op.
+        if opts.phone_noise_floor_db > 0:
+            prepare_noise_floor()
         warm = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 0.01).astype(np.float32)
         if opts.windows_s:
             with ThreadPoolExecutor(2) as pool:
@@ -149,8 +151,7 @@ class WhisperSTT(stt.STT):
         if not has_sound(audio):
             # Whisper invents words ("you", "Thank you.") for silence; nothing to hear, no turn.
             return Transcript("", lang, 1.0, 0.0, time.perf_counter() - t0)
-        if self._opts.phone_noise_floor_db > 0 and band_limited(audio):
-            audio = with_noise_floor(audio, self._opts.phone_noise_floor_db)
+        audio = phone_noise_floor(audio, self._opts.phone_noise_floor_db)
         window = self.window_for(len(audio) / SAMPLE_RATE)
         if window is None:
             text, detected, prob = self._transcribe_long(audio, lang)
