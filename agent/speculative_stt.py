@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
@@ -37,6 +38,10 @@ from livekit.agents import stt, utils, vad
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, APIConnectOptions, NotGivenOr
 
 logger = logging.getLogger("parley.stt")
+
+# True inside a words-so-far run (`on_partial`): an STT may spend less on it (WhisperSTT decodes
+# it once where a turn's own recognition may take two passes), as only the LLM's prefill sees it.
+WORDS_SO_FAR: contextvars.ContextVar[bool] = contextvars.ContextVar("words_so_far", default=False)
 
 # The wrapped STT retries on its own; the stream does not (as the framework's adapter).
 _STREAM_CONN_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNECT_OPTIONS.timeout)
@@ -78,9 +83,12 @@ class _SpeculativeStream(stt.RecognizeStream):
         async for _ in event_aiter:  # the wrapped STT reports its own metrics per run
             pass
 
-    def _recognize(self, frames: list[rtc.AudioFrame]) -> asyncio.Task[stt.SpeechEvent]:
+    def _recognize(self, frames: list[rtc.AudioFrame], words_so_far: bool = False) -> asyncio.Task[stt.SpeechEvent]:
+        context = contextvars.copy_context()
+        context.run(WORDS_SO_FAR.set, words_so_far)
         return asyncio.create_task(self._adapter.wrapped_stt.recognize(
-            buffer=utils.merge_frames(frames), language=self._language, conn_options=self._inner_conn))
+            buffer=utils.merge_frames(frames), language=self._language, conn_options=self._inner_conn),
+            context=context)
 
     async def _run(self) -> None:
         vad_stream = self._adapter.vad.stream()
@@ -138,7 +146,7 @@ class _SpeculativeStream(stt.RecognizeStream):
                           and ev.speech_duration - partial_at >= adapter.partial_every_s
                           and (partial is None or partial.done()) and adapter.partial_wanted()):
                         partial_at = ev.speech_duration
-                        partial = self._recognize(list(speech))
+                        partial = self._recognize(list(speech), words_so_far=True)
                         partial.add_done_callback(functools.partial(partial_done, of=speech))
                 elif ev.type == vad.VADEventType.END_OF_SPEECH:
                     segment[0] = None

@@ -224,6 +224,8 @@ async def main() -> int:
     p.add_argument("--stt-prompt", default="", help="text Whisper is told preceded each turn")
     p.add_argument("--phone-noise-floor", type=float, default=cfg.stt_phone_noise_floor_db,
                    help="pink noise this many dB under phone-band speech before Whisper; 0: none")
+    p.add_argument("--two-pass-floor", type=float, default=cfg.stt_two_pass_floor_db,
+                   help="wide-band speech decoded a second time with pink noise this many dB under it; 0: once")
     p.add_argument("--pad", choices=("silence", "zeros"), default="silence",
                    help="fill the short window with silent audio or zero features")
     p.add_argument("--llm-model", default=cfg.local_llm, help="qwen2.5-0.5b | smollm2-135m | path to a GGUF")
@@ -246,14 +248,15 @@ async def main() -> int:
     t0 = time.perf_counter()
     stt = WhisperSTT(WhisperOptions(model_path=models.whisper_model(a.stt_model, a.model_dir), beam_size=a.beam,
                                     windows_s=windows, pad_with_silence=a.pad == "silence",
-                                    prompt=a.stt_prompt, phone_noise_floor_db=a.phone_noise_floor))
+                                    prompt=a.stt_prompt, phone_noise_floor_db=a.phone_noise_floor,
+                                    two_pass_floor_db=a.two_pass_floor))
     t_stt = time.perf_counter() - t0
     t0 = time.perf_counter()
     model = None if skip >= {"text", "heard", "ttft", "roles"} else LlamaLLM(LlamaOptions(model_path=models.llm_gguf(a.llm_model, a.model_dir), skills=not a.no_skills,
                                   warmup_system=a.instructions))
     t_llm = time.perf_counter() - t0
     print(f"# {len(items)} questions from {a.questions}; stt={a.stt_model} beam={a.beam} windows={a.windows} "
-          f"phone noise floor={a.phone_noise_floor:g} dB "
+          f"phone noise floor={a.phone_noise_floor:g} dB two-pass floor={a.two_pass_floor:g} dB "
           f"llm={model.model if model else '-'} skills={not a.no_skills}")
     print(f"# load: stt {t_stt:.2f}s, llm {t_llm:.2f}s; RSS {rss0:.0f} -> {rss_mb():.0f} MB")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.audio import band_limited, phone_noise_floor, resample, with_noise_floor
+from agent.audio import band_limited, phone_noise_floor, resample, whisper_passes, with_noise_floor
 from harness.audio import read_wav
 
 RATE = 16000
@@ -59,6 +59,11 @@ def test_phone_audio_is_told_from_wide_band(fixtures):
     phone, wide = at_16k("capital_france_8k_ulaw.wav"), at_16k("capital_france.wav")
     assert phone_noise_floor(wide, 40.0) is wide and phone_noise_floor(phone, 0.0) is phone
     assert not np.array_equal(phone_noise_floor(phone, 40.0), phone)
+    # Two passes for wide-band speech only, the first as it is; phone audio is heard once.
+    passes = whisper_passes(wide, 40.0, 40.0)
+    assert len(passes) == 2 and passes[0] is wide and not np.array_equal(passes[1], wide)
+    assert len(whisper_passes(phone, 40.0, 40.0)) == 1
+    assert whisper_passes(wide, 40.0, 0.0) == [wide]
 
 
 def test_no_floor_when_off_empty_or_silent():

@@ -41,7 +41,8 @@ def local_stt(settings: Settings) -> WhisperSTT:
     windows = (w, *((20.0,) if w < 20 else ())) if w > 0 else ()
     return WhisperSTT(WhisperOptions(model_path=path, language=settings.stt_language,
                                      beam_size=settings.stt_beam_size, windows_s=windows,
-                                     phone_noise_floor_db=settings.stt_phone_noise_floor_db))
+                                     phone_noise_floor_db=settings.stt_phone_noise_floor_db,
+                                     two_pass_floor_db=settings.stt_two_pass_floor_db))
 
 
 def local_llm(settings: Settings) -> LlamaLLM:
