@@ -36,6 +36,8 @@ DEFAULT_SIP_OUTBOUND_GREETING = "Hello, this is Parley calling. Do you have a mo
 DEFAULT_GOODBYE = "Thanks for calling Parley. Goodbye!"
 DEFAULT_SIP_VOICEMAIL_MESSAGE = ("Hello, this is Parley calling. Sorry we missed you. "
                                  "Please call us back when you have a moment. Goodbye.")
+# livekit-agents' levels (WARNING is accepted and written WARN, as the framework wants it).
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
 DEFAULT_TOOL_ACK = "One moment, let me look that up."
 DEFAULT_FAILURE_APOLOGY = "Sorry, I had a problem there. Could you say that again?"
 DEFAULT_KNOWLEDGE_FILE = Path(__file__).resolve().parent / "knowledge" / "faq.md"
@@ -273,8 +275,13 @@ class Settings(BaseSettings):
 
     @field_validator("log_level", mode="before")
     @classmethod
-    def _upper(cls, v: Any) -> Any:
-        return v.strip().upper() if isinstance(v, str) else v
+    def _log_level(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        level = {"WARNING": "WARN"}.get(v.strip().upper(), v.strip().upper())  # the framework's spelling
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{v!r} is not a log level (one of {', '.join(LOG_LEVELS)})")
+        return level
 
     @field_validator("model_dir", "report_dir", "knowledge_file", "metrics_dir", mode="after")
     @classmethod

@@ -66,6 +66,9 @@ server = AgentServer(
     num_idle_processes=settings.idle_processes,
     # Loading Whisper + llama.cpp + Piper takes a few seconds on 2 cores, more under load.
     initialize_process_timeout=120.0,
+    # The framework's CLI sets this level on the root logger and in every job process
+    # (its --log-level / LIVEKIT_LOG_LEVEL still win when given).
+    log_level=settings.log_level,
     # A warning line well before the kill, so a slow leak shows in the logs first.
     job_memory_warn_mb=0.8 * settings.job_memory_limit_mb if settings.job_memory_limit_mb else 1500,
     # One runaway call is killed alone (the framework samples each job process every 5 s).

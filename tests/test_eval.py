@@ -18,11 +18,12 @@ import pytest
 from harness.audio import speech_bounds
 from harness.devstack import BIN, ROOT, LiveKitServer, Worker
 from harness.eval import cli
-from harness.eval.checks import Judge, check_turn, contains, evaluate_budgets, normalize, percentile, wer
+from harness.eval.checks import Judge, check_turn, contains, evaluate_budgets, normalize, percentile
 from harness.eval.phone import parse_sip, ulaw_decode, ulaw_encode
 from harness.eval.report import write_report
 from harness.eval.scenario import load_scenario
 from harness.eval.synth import render_scenario
+from harness.scoring import wer
 
 from .fakes.openai import OpenAIFake, Reply, last_user_text
 

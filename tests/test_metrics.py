@@ -194,7 +194,7 @@ def test_human_log_lines_carry_room_and_participant():
 
 def test_observability_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     monkeypatch.chdir(tmp_path)
-    for var in ("PARLEY_METRICS_PORT", "PARLEY_LATENCY_BUDGET_MS", "PARLEY_LOG_FORMAT",
+    for var in ("PARLEY_METRICS_PORT", "PARLEY_LATENCY_BUDGET_MS", "PARLEY_LOG_FORMAT", "PARLEY_LOG_LEVEL",
                 "OTEL_EXPORTER_OTLP_ENDPOINT", "PARLEY_METRICS_HOST"):
         monkeypatch.delenv(var, raising=False)
     s = Settings.load()
@@ -202,6 +202,13 @@ def test_observability_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert s.metrics_host == "127.0.0.1"
     monkeypatch.setenv("PARLEY_LOG_FORMAT", "Human")
     assert Settings.load().log_format == "human"
+    for given, level in (("debug", "DEBUG"), ("Warning", "WARN"), (" error ", "ERROR")):
+        monkeypatch.setenv("PARLEY_LOG_LEVEL", given)
+        assert Settings.load().log_level == level
+    monkeypatch.setenv("PARLEY_LOG_LEVEL", "loud")
+    with pytest.raises(SettingsError, match="PARLEY_LOG_LEVEL"):
+        Settings.load()
+    monkeypatch.delenv("PARLEY_LOG_LEVEL")
     monkeypatch.setenv("PARLEY_LATENCY_BUDGET_MS", "0")
     with pytest.raises(SettingsError, match="PARLEY_LATENCY_BUDGET_MS"):
         Settings.load()

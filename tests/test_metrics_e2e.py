@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import secrets
 import signal
 import threading
@@ -145,11 +146,13 @@ class _Collector(http.server.BaseHTTPRequestHandler):
 
 def test_people_read_call_logs_and_turn_spans_reach_an_otlp_collector(livekit_server: LiveKitServer,
                                                                      fixtures: Path, out_dir: Path, call):
-    """`make run`'s log format (PARLEY_LOG_FORMAT=human) and OTEL_EXPORTER_OTLP_ENDPOINT, on a
-    second worker of its own (its own agent name, so the session's worker takes none of its calls)."""
+    """`make run`'s log format (PARLEY_LOG_FORMAT=human), PARLEY_LOG_LEVEL (DEBUG: the job process's
+    recognizer lines appear) and OTEL_EXPORTER_OTLP_ENDPOINT, on a second worker of its own (its
+    own agent name, so the session's worker takes none of its calls)."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     w = Worker(env={**livekit_server.env(), "PARLEY_AGENT_NAME": "parley-obs", "PARLEY_LOG_FORMAT": "human",
+                    "PARLEY_LOG_LEVEL": "debug",
                     "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{httpd.server_port}",
                     "PARLEY_IDLE_PROCESSES": "1", "PARLEY_LOAD_CPU": "0",
                     "PARLEY_REPORT_DIR": str(out_dir / "reports")})
@@ -162,6 +165,7 @@ def test_people_read_call_logs_and_turn_spans_reach_an_otlp_collector(livekit_se
         line = rf"\[room={room} participant=\S+\]"
         assert w.proc.wait_log(line + r" turn .*llm_ttft=", 30), w.proc.log()[-3000:]
         assert w.proc.wait_log(line + r" call counted outcome=caller_hangup", 30), w.proc.log()[-3000:]
+        assert re.search(r"^\S+ DEBUG +parley\.stt .*stt [\d.]+s audio", w.proc.log(), re.M), w.proc.log()[-3000:]
         call_lines = [ln for ln in w.proc.log().splitlines() if f"room={room}" in ln]
         assert not [ln for ln in call_lines if ln.lstrip().startswith("{")], "JSON lines in the human log"
         assert wait_for(lambda: any(p == "/v1/traces" and b"llm_node" in b for p, b in _Collector.bodies), 30), \

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from agent import models
 from agent.audio import resample
 from agent.providers.whisper_stt import WhisperOptions, WhisperSTT
 from harness.audio import read_wav
+from harness.scoring import normalize_words, wer
 from tests.test_providers import frame_of
 
 
@@ -97,33 +97,8 @@ def test_default_llm_is_the_pinned_qwen(settings_default):
         assert f.read(4) == b"GGUF"
 
 
-_NUMS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def _spoken(n: int) -> str:
-    if n < 20:
-        return _NUMS[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _NUMS[n % 10])
-    return str(n)
-
-
 def words(text: str) -> list[str]:
-    """Words as spoken: '15' and 'fifteen' are the same word, 'colour' and 'color' too."""
-    t = re.sub(r"\d+", lambda m: f" {_spoken(int(m.group()))} ", text.lower().replace("-", " "))
-    return re.sub(r"[^a-z0-9' ]+", " ", t.replace("colour", "color")).split()
-
-
-def wer(ref: str, hyp: str) -> float:
-    r, h = words(ref), words(hyp)
-    d = list(range(len(h) + 1))
-    for i, a in enumerate(r, 1):
-        prev, d[0] = d[0], i
-        for j, b in enumerate(h, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (a != b))
-    return d[len(h)] / max(1, len(r))
+    return normalize_words(text)
 
 
 @pytest.fixture(scope="module")

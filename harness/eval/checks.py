@@ -10,35 +10,14 @@ from typing import Any
 
 import aiohttp
 
+from harness.scoring import normalize_words
+
 from .scenario import Budgets, Turn
-
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def number_words(n: int) -> str:
-    """English words for 0..999999 (what a speaker says for the digits a transcript shows)."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        rest = n % 100
-        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
-    if n < 1_000_000:
-        rest = n % 1000
-        return number_words(n // 1000) + " thousand" + ("" if rest == 0 else " " + number_words(rest))
-    return str(n)
 
 
 def normalize(text: str) -> str:
     """Lower case, digits spelled out, punctuation gone, single spaces: how words compare."""
-    t = text.lower().replace("’", "'")
-    t = re.sub(r"(?<=\d),(?=\d{3})", "", t)
-    t = re.sub(r"\d+", lambda m: f" {number_words(int(m.group()))} ", t)
-    t = re.sub(r"[^a-z0-9' ]+", " ", t.replace("-", " "))
-    return " ".join(w.strip("'") for w in t.split() if w.strip("'"))
+    return " ".join(normalize_words(text))
 
 
 def contains(reply: str, needle: str) -> bool:
@@ -48,20 +27,6 @@ def contains(reply: str, needle: str) -> bool:
         return True
     n = normalize(needle)
     return bool(n) and f" {n} " in f" {normalize(reply)} "
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: (substitutions + deletions + insertions) / reference words."""
-    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
-    if not ref:
-        return 0.0 if not hyp else 1.0
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / len(ref)
 
 
 @dataclass

@@ -23,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from .checks import Judge, check_turn, evaluate_budgets, percentile, wer
+from harness.scoring import wer
+
+from .checks import Judge, check_turn, evaluate_budgets, percentile
 from .runner import ActiveCalls, CallResult, RunOptions, play_scenario
 from .scenario import Scenario, ScenarioError, load_all
 from .settings import EvalSettings, SettingsError
