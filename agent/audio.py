@@ -88,11 +88,12 @@ def phone_noise_floor(audio: np.ndarray, below_db: float) -> np.ndarray:
 
 def whisper_passes(audio: np.ndarray, phone_floor_db: float, wide_floor_db: float = 0.0) -> list[np.ndarray]:
     """What Whisper hears, one array per decoding pass: phone-band speech once, with the noise
-    floor `phone_floor_db` under it (see `with_noise_floor`); wide-band speech as it is and, when `wide_floor_db` > 0,
-    a second time with a floor that far under it. Of two passes the transcript Whisper scores
-    higher is kept: on wide-band speech the floor helps some clips and hurts others ("What is the
-    capital of France?" -> "... and friends?"), and Whisper's own score tells them apart well enough
-    to cut tiny.en's word error rate 0.194 -> 0.169 over 143 clips (README "Latency", session 20)."""
+    floor `phone_floor_db` under it (see `with_noise_floor`); wide-band speech as it is and, when
+    `wide_floor_db` > 0, a second time with a floor that far under it. Of two passes the transcript
+    Whisper scores higher is kept: on wide-band speech the floor helps some clips and hurts others
+    ("What is the capital of France?" -> "... and friends?"), and Whisper's own score tells them
+    apart well enough to cut tiny.en's word error rate 0.194 -> 0.169 over 143 clips (README
+    "Latency", session 20)."""
     if phone_floor_db > 0 and band_limited(audio):
         return [with_noise_floor(audio, phone_floor_db)]
     if wide_floor_db > 0:

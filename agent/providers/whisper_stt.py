@@ -73,14 +73,14 @@ class WhisperOptions:
     max_tokens_per_s: float = 8.0
     # Phone-band audio gets pink noise this far (dB) under the speech before recognition; 0: none.
     # tiny.en on the question set's phone clips (agent/audio.py with_noise_floor): 35-45 dB all
-    # help, 40 most, 20-25 dB hurt. Wide-band speech is left alone: there it moved single clips
-    # both ways ("What is the capital of France?" -> "... and friends?") for no gain overall.
+    # help, 40 most, 20-25 dB hurt. Not over wide-band speech alone: there it moved single clips
+    # both ways ("What is the capital of France?" -> "... and friends?"); see two_pass_floor_db.
     phone_noise_floor_db: float = 40.0
     # Wide-band speech on the short path is decoded twice, as it is and with pink noise this far
     # (dB) under it, on the two replicas at once, and the transcript Whisper scores higher (average
     # log-probability) is kept; 0: once. tiny.en, 143 wide-band clips (question set, held-out,
     # received through livekit-server): word error rate 0.194 -> 0.169, for ~55 ms more per turn
-    # on 2 idle cores (130 -> 185 ms). The words-so-far runs (WORDS_SO_FAR) stay single.
+    # on 2 idle cores (130 -> 185 ms; +40-60 ms in calls). Words-so-far runs (WORDS_SO_FAR) stay single.
     two_pass_floor_db: float = 0.0
 
 
