@@ -14,7 +14,8 @@ from agent import models
 from agent.audio import resample
 from agent.providers.whisper_stt import WhisperOptions, WhisperSTT
 from harness.audio import read_wav
-from harness.scoring import normalize_words, wer
+from harness.scoring import normalize_words as words
+from harness.scoring import wer
 from tests.test_providers import frame_of
 
 
@@ -95,10 +96,6 @@ def test_default_llm_is_the_pinned_qwen(settings_default):
     assert stamp == [models.QWEN25_05B_SHA256, str(path.stat().st_size)]
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"
-
-
-def words(text: str) -> list[str]:
-    return normalize_words(text)
 
 
 @pytest.fixture(scope="module")
